@@ -1,0 +1,308 @@
+"""Typed, validated parameters: every option of the project, declared once with its help text.
+
+``params.yaml`` is read into the dataclasses below. Loading rejects unknown keys, wrong types
+and out-of-range values, and reports *all* problems at once, each naming its dotted key
+(``train.lr: expected float, got 'abc'``), before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from nmt.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+    """Declare an option: its default, its help text, and an optional range check."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"help": cls.__doc__ or ""})
+
+
+positive = (lambda v: v > 0, "must be > 0")
+non_negative = (lambda v: v >= 0, "must be >= 0")
+fraction = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class StdlibConfig:
+    """Pairs extracted with `ast` from the running interpreter's standard library."""
+
+    dev_fraction: float = opt(0.05, "share of functions hashed into the dev split", *fraction)
+    test_fraction: float = opt(0.05, "share of functions hashed into the test split", *fraction)
+
+
+@dataclass
+class DjangoConfig:
+    """Django pseudo-code -> Python (Oda et al. 2015), standard 16,000/1,000/1,805 split."""
+
+    local_dir: str = opt("", "directory with ready train.jsonl/dev.jsonl[/test.jsonl]; empty = download")
+    timeout_s: float = opt(10.0, "network timeout of the download, seconds", *positive)
+
+
+@dataclass
+class ConcodeConfig:
+    """CodeXGLUE text-to-code (CONCODE, Java) from the Hugging Face hub or a local copy."""
+
+    local_dir: str = opt("", "directory with CodeXGLUE's train.json/dev.json/test.json; empty = hub")
+    hub_timeout_s: float = opt(10.0, "seconds to wait for the hub before failing", *positive)
+
+
+@dataclass
+class JsonlConfig:
+    """The user's own {"nl", "code"} JSON-lines files."""
+
+    train: str = opt("", "path of the training file")
+    dev: str = opt("", "path of the dev file")
+    test: str = opt("", "path of the test file")
+
+
+@dataclass
+class DataConfig:
+    """Where the (description, code) pairs come from: the download stage."""
+
+    source: Literal["stdlib", "django", "concode", "jsonl"] = opt("stdlib", "which data source to use")
+    max_nl_tokens: int = opt(64, "drop pairs whose description has more cl100k tokens (train split only for benchmark sources)", *positive)
+    max_code_tokens: int = opt(128, "drop pairs whose code has more cl100k tokens (train split only for benchmark sources)", *positive)
+    stdlib: StdlibConfig = section(StdlibConfig)
+    django: DjangoConfig = section(DjangoConfig)
+    concode: ConcodeConfig = section(ConcodeConfig)
+    jsonl: JsonlConfig = section(JsonlConfig)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.source == "stdlib" and self.stdlib.dev_fraction + self.stdlib.test_fraction >= 1:
+            problems.append("data.stdlib: dev_fraction + test_fraction must be < 1")
+        if self.source == "jsonl":
+            for split in ("train", "dev", "test"):
+                if not getattr(self.jsonl, split):
+                    problems.append(f"data.jsonl.{split}: required when data.source is 'jsonl'")
+        return problems
+
+
+# --------------------------------------------------------------------------- tokenize
+@dataclass
+class TokenizeConfig:
+    """Compact vocabulary over cl100k_base with a lossless 256-byte fallback."""
+
+    min_freq: int = opt(2, "keep a cl100k token if it occurs at least this often in the training split", *positive)
+    max_vocab: int = opt(8000, "at most this many cl100k tokens (bytes and specials come on top)", *positive)
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """The encoder-decoder Transformer (pre-LayerNorm, tied embeddings)."""
+
+    d_model: int = opt(256, "width of the residual stream", *positive)
+    n_heads: int = opt(4, "attention heads (must divide d_model)", *positive)
+    enc_layers: int = opt(3, "encoder layers", *positive)
+    dec_layers: int = opt(3, "decoder layers", *positive)
+    d_ff: int = opt(1024, "hidden width of the feed-forward blocks", *positive)
+    dropout: float = opt(0.1, "dropout on residual branches, attention and embeddings", *fraction)
+    positions: Literal["sinusoidal", "learned"] = opt("sinusoidal", "position encoding")
+    max_len: int = opt(512, "longest source or target sequence the model accepts (tokens)", *positive)
+
+    def validate(self) -> list[str]:
+        if self.d_model % self.n_heads:
+            return [f"model.n_heads: {self.n_heads} does not divide model.d_model={self.d_model}"]
+        return []
+
+
+# --------------------------------------------------------------------------- train
+@dataclass
+class TrainConfig:
+    """Optimisation, evaluation during training, and early stopping."""
+
+    max_steps: int = opt(2000, "optimizer steps to train for (upper bound, early stopping may end sooner)", *positive)
+    batch_tokens: int = opt(4096, "token budget of one batch (source + target tokens, padding included)", *positive)
+    accumulate: int = opt(1, "batches whose gradients are summed before one optimizer step", *positive)
+    lr: float = opt(1e-3, "peak learning rate", *positive)
+    schedule: Literal["inverse_sqrt", "cosine"] = opt("inverse_sqrt", "decay after warmup")
+    warmup_steps: int = opt(200, "linear warmup steps", *non_negative)
+    min_lr_ratio: float = opt(0.1, "cosine: final lr as a share of the peak", *fraction)
+    weight_decay: float = opt(0.01, "AdamW decay (never applied to norms, biases, embeddings)", *non_negative)
+    beta1: float = opt(0.9, "AdamW beta1", *fraction)
+    beta2: float = opt(0.98, "AdamW beta2", *fraction)
+    label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy", *fraction)
+    clip_norm: float = opt(1.0, "gradient clipping by global norm (0 = off)", *non_negative)
+    eval_every: int = opt(250, "steps between dev evaluations (loss, greedy BLEU, exact match)", *positive)
+    eval_examples: int = opt(0, "dev pairs decoded at each evaluation (0 = all)", *non_negative)
+    eval_max_len: int = opt(160, "longest greedy decode during dev evaluation (tokens)", *positive)
+    patience: int = opt(0, "stop after this many evaluations without a better dev BLEU (0 = never)", *non_negative)
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "where to train; auto = cuda when available")
+    threads: int = opt(0, "CPU threads for torch (0 = torch's default)", *non_negative)
+
+
+# --------------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateConfig:
+    """Decoding the test split and scoring it against the retrieval baseline."""
+
+    beam_size: int = opt(1, "beam width for the test decode (1 = greedy)", *positive)
+    length_penalty: float = opt(0.6, "GNMT length penalty alpha used by beam search", *non_negative)
+    max_len: int = opt(200, "longest decoded output (tokens)", *positive)
+    batch_size: int = opt(64, "sources decoded together", *positive)
+    n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
+
+
+# --------------------------------------------------------------------------- export / tracking
+@dataclass
+class ExportConfig:
+    """The self-contained model directory."""
+
+    name: str = opt("nmt-text2code", "model name used in the model card (and the MLflow registry)")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow experiment tracking (MLFLOW_TRACKING_URI wins; else sqlite:///mlflow.db)."""
+
+    enabled: bool = opt(True, "log training runs to MLflow")
+    experiment: str = opt("nmt", "MLflow experiment name")
+
+
+@dataclass
+class Params:
+    """All of params.yaml."""
+
+    seed: int = opt(1234, "seed of every random number generator", *non_negative)
+    data: DataConfig = section(DataConfig)
+    tokenize: TokenizeConfig = section(TokenizeConfig)
+    model: ModelConfig = section(ModelConfig)
+    train: TrainConfig = section(TrainConfig)
+    evaluate: EvaluateConfig = section(EvaluateConfig)
+    export: ExportConfig = section(ExportConfig)
+    tracking: TrackingConfig = section(TrackingConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """Return ``value`` as type ``tp``, or record a problem and return None."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.", problems)
+    if typing.get_origin(tp) is Literal:
+        if value in typing.get_args(tp):
+            return value
+        problems.append(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        return None
+    ok = False
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; accept any numeric spelling.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    if not ok:
+        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return None
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or '(top level)'}: expected a mapping, got {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields)
+            problems.append(f"{prefix}{key}: unknown key (known keys here: {known})")
+    kwargs = {}
+    n_before = len(problems)
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = f"{prefix}{name}"
+        value = _coerce(raw[name], hints[name], key, problems)
+        if value is None:
+            continue
+        check = f.metadata.get("check")
+        if check is not None and not check(value):
+            problems.append(f"{key}: {f.metadata['rule']}, got {value!r}")
+            continue
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if len(problems) == n_before and hasattr(obj, "validate"):
+        problems.extend(obj.validate())
+    return obj
+
+
+def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    params = _build(Params, raw, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"file not found (run from the repository root, or pass its path)"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], str(path)) from e
+    return params_from_dict(raw, str(path))
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"d_model": 256}}`` -> ``{"model.d_model": 256}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def describe(cls: type = Params, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every option: the source of `nmt params` and the README table."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, f"{key}."))
+        else:
+            rows.append((key, repr(f.default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,25 @@
+"""Errors a user can fix: each carries a message that names what is wrong and how to fix it."""
+
+
+class NmtError(Exception):
+    """Base of every error the CLI and pipeline turn into a clean message and exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(NmtError):
+    """params.yaml (or an override) has unknown keys, wrong types or out-of-range values."""
+
+    def __init__(self, problems: list[str], source: str = "params.yaml"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} invalid parameter(s):\n{lines}")
+
+
+class DataError(NmtError):
+    """A data file is missing, malformed, or yields no usable pairs."""
+
+
+class ModelFileError(NmtError):
+    """A model directory or checkpoint is missing files or does not match its config."""
