@@ -1,0 +1,82 @@
+"""The evaluate stage: decode the test split, score it, and set it beside a retrieval baseline."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt import metrics, plots
+from nmt.config import Params
+from nmt.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
+from nmt.retrieval import RetrievalBaseline
+from nmt.translator import Translator
+
+
+@dataclass
+class Paths:
+    raw: Path = Path("data/raw")
+    tokenizer: Path = Path("data/tokenized/vocab.json")
+    weights: Path = Path("models/best.safetensors")
+    config: Path = Path("models/best.json")
+    predictions: Path = Path("data/eval/predictions.jsonl")
+    metrics: Path = Path("metrics/eval.json")
+    examples_md: Path = Path("plots/examples.md")
+    examples_png: Path = Path("plots/examples.png")
+
+
+def language_of(raw_dir: Path) -> str:
+    """Python for the stdlib and Django sources, Java for CONCODE; unknown for the user's own files."""
+    source = read_json(raw_dir / "stats.json").get("source")
+    return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
+
+
+def predict(translator: Translator, nl: list[str], params: Params) -> list[str]:
+    cfg = params.evaluate
+    out = translator.translate(nl, beam_size=cfg.beam_size, max_len=cfg.max_len,
+                               length_penalty=cfg.length_penalty, batch_size=cfg.batch_size)
+    return [t.text for t in out]
+
+
+def example_rows(nl: list[str], refs: list[str], preds: list[str], n: int, seed: int) -> list[dict[str, str]]:
+    """A fixed sample: the same rows for the same seed and test split."""
+    picked = sorted(random.Random(seed).sample(range(len(nl)), min(n, len(nl))))
+    return [{"input": nl[i], "reference": refs[i], "prediction": preds[i]} for i in picked]
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    def cell(s: str) -> str:
+        s = s.replace("|", "\\|").replace("\n", "<br>")
+        return f"`{s}`" if s and "`" not in s else s
+
+    lines = ["| input | reference | prediction |", "|---|---|---|"]
+    lines += [f"| {r['input'].replace('|', chr(92) + '|')} | {cell(r['reference'])} | {cell(r['prediction'])} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(params: Params, paths: Paths = Paths()) -> dict:
+    train = read_jsonl(paths.raw / "train.jsonl")
+    test = read_jsonl(paths.raw / "test.jsonl")
+    nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
+
+    translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device)
+    predictions = predict(translator, nl, params)
+    baseline = RetrievalBaseline.fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
+
+    scores = {
+        "beam_size": params.evaluate.beam_size,
+        **metrics.score(predictions, refs, language_of(paths.raw)),
+    }
+    base_scores = metrics.score(baseline, refs, language_of(paths.raw))
+    scores.update({f"baseline_{k}": v for k, v in base_scores.items() if k != "n"})
+
+    atomic_write_jsonl(paths.predictions, (
+        {"nl": n, "code": r, "prediction": p, "baseline": b}
+        for n, r, p, b in zip(nl, refs, predictions, baseline)
+    ))
+    rows = example_rows(nl, refs, predictions, params.evaluate.n_examples, params.seed)
+    atomic_write_text(paths.examples_md, markdown_table(rows))
+    plots.examples_table(rows, paths.examples_png)
+    atomic_write_json(paths.metrics, scores)
+    return scores

@@ -1,0 +1,29 @@
+"""How every pipeline stage and CLI command turns user errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from nmt.config import Params, load_params
+from nmt.errors import NmtError
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_stage(body: Callable[[Params], object], params_path: Path = Path("params.yaml")) -> None:
+    """Validate params.yaml first (exit 2 naming every bad key), then run ``body``.
+
+    A user error (bad data, bad model files) exits 2 with its message, Ctrl-C exits 130; every
+    output is written atomically, so neither leaves a half-written file behind.
+    """
+    try:
+        body(load_params(params_path))
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

@@ -1,0 +1,286 @@
+"""Training: AdamW with warmup, label smoothing, clipping, accumulation; dev BLEU from real decoding.
+
+Every ``train.eval_every`` steps the dev split is scored twice: teacher-forced loss, and BLEU /
+exact match of *greedy decoding* (what a user would get, never the teacher-forced argmax). The
+checkpoint with the best dev BLEU is kept; patience stops a run that no longer improves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nmt import metrics, plots
+from nmt.batching import Batch, collate, token_budget_batches
+from nmt.checkpoint import save_model
+from nmt.config import Params, TrainConfig, flatten, to_dict
+from nmt.decode import greedy
+from nmt.encode_data import TokenizedSplit
+from nmt.io import atomic_write_json, atomic_write_text
+from nmt.model import Transformer
+from nmt.tokenizer import Tokenizer
+from nmt.tracking import Run
+
+CURVE_FIELDS = ["step", "train_loss", "dev_loss", "dev_bleu", "dev_exact_match", "lr"]
+
+
+@dataclass
+class Paths:
+    """Where the train stage reads and writes (the contract in dvc.yaml)."""
+
+    data: Path = Path("data/tokenized")
+    models: Path = Path("models")
+    metrics: Path = Path("metrics")
+    plots: Path = Path("plots")
+
+    @property
+    def best_weights(self) -> Path:
+        return self.models / "best.safetensors"
+
+    @property
+    def best_config(self) -> Path:
+        return self.models / "best.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- optimisation
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay only matrices of linear layers; norms, biases and embeddings are left alone."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        is_embedding = name.startswith(("embed.", "pos."))
+        (decay if p.dim() >= 2 and not is_embedding else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak lr after ``step`` optimizer steps.
+
+    Linear warmup to 1 over ``warmup_steps``; then either inverse square root,
+    ``sqrt(warmup / step)``, or a cosine from 1 down to ``min_lr_ratio`` at ``max_steps``.
+    """
+    warmup = max(1, cfg.warmup_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "inverse_sqrt":
+        return math.sqrt(warmup / (step + 1))
+    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torch.Tensor:
+    """Summed (not averaged) token cross-entropy, so accumulation can divide by the step's tokens."""
+    logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),  # (B*T, V)
+        batch.tgt_out.reshape(-1),  # (B*T,)
+        ignore_index=model.pad_id,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
+# --------------------------------------------------------------------------- data
+class Batches:
+    """Endless stream of training batches: a fresh bucketing and shuffled order each epoch."""
+
+    def __init__(self, split: TokenizedSplit, tok: Tokenizer, cfg: TrainConfig, max_len: int, seed: int):
+        self.split, self.tok, self.cfg, self.max_len = split, tok, cfg, max_len
+        self.src_lengths = [min(n, max_len - 1) for n in split.src_lengths.tolist()]
+        self.tgt_lengths = [min(n, max_len - 1) for n in split.tgt_lengths.tolist()]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+
+    def __iter__(self):
+        while True:
+            self.epoch += 1
+            batches = token_budget_batches(self.src_lengths, self.tgt_lengths, self.cfg.batch_tokens, self.generator)
+            for b in torch.randperm(len(batches), generator=self.generator).tolist():
+                yield self.make(batches[b])
+
+    def make(self, indices: list[int]) -> Batch:
+        return collate(
+            [self.split.src(i) for i in indices], [self.split.tgt(i) for i in indices],
+            self.tok.pad_id, self.tok.bos_id, self.tok.eos_id, self.max_len,
+        )
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class DevSet:
+    split: TokenizedSplit
+    references: list[str]
+    batches: list[list[int]]
+
+
+def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_tokens: int) -> DevSet:
+    n = len(split) if n_examples == 0 else min(n_examples, len(split))
+    src_lengths, tgt_lengths = split.src_lengths[:n].tolist(), split.tgt_lengths[:n].tolist()
+    batches = token_budget_batches(src_lengths, tgt_lengths, batch_tokens)
+    return DevSet(split, [tok.decode(split.tgt(i)) for i in range(n)], batches)
+
+
+@torch.no_grad()
+def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig, device: torch.device) -> dict:
+    """Teacher-forced dev loss, then greedy decoding scored with BLEU and exact match."""
+    model.eval()
+    total_loss, total_tokens = 0.0, 0
+    predictions: dict[int, str] = {}
+    max_len = model.cfg.max_len
+    for indices in dev.batches:
+        batch = collate([dev.split.src(i) for i in indices], [dev.split.tgt(i) for i in indices],
+                        tok.pad_id, tok.bos_id, tok.eos_id, max_len).to(device)
+        total_loss += batch_loss(model, batch, 0.0).item()
+        total_tokens += batch.n_tokens
+        hyps = greedy(model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, cfg.eval_max_len)
+        for i, h in zip(indices, hyps):
+            predictions[i] = tok.decode(h.tokens)
+    model.train()
+    hyps = [predictions[i] for i in range(len(dev.references))]
+    return {
+        "dev_loss": total_loss / max(1, total_tokens),
+        "dev_bleu": metrics.bleu(hyps, dev.references),
+        "dev_exact_match": metrics.exact_match(hyps, dev.references),
+    }
+
+
+# --------------------------------------------------------------------------- outputs
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_FIELDS})
+        return buf.getvalue()
+
+
+def write_outputs(paths: Paths, history: History, summary: dict) -> None:
+    atomic_write_json(paths.metrics / "train.json", summary)
+    atomic_write_text(paths.metrics / "train_curve.csv", history.csv())
+    plots.bleu_curve(
+        [r["step"] for r in history.rows], [r["dev_bleu"] for r in history.rows],
+        [r["dev_exact_match"] for r in history.rows], paths.plots / "bleu.png",
+    )
+
+
+# --------------------------------------------------------------------------- the loop
+def train(params: Params, paths: Paths = Paths()) -> dict:
+    """Train a model on ``paths.data``; write the best checkpoint, metrics, curve and plot."""
+    cfg = params.train
+    seed_everything(params.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+
+    tok = Tokenizer.load(paths.data / "vocab.json")
+    train_split = TokenizedSplit.load(paths.data / "train.safetensors")
+    dev = make_dev_set(TokenizedSplit.load(paths.data / "dev.safetensors"), tok, cfg.eval_examples, cfg.batch_tokens)
+
+    model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    batches = iter(Batches(train_split, tok, cfg, params.model.max_len, params.seed))
+
+    run = Run(params.tracking.enabled, params.tracking.experiment)
+    run.log_params(flatten(to_dict(params)))
+    run.set_tags({"data.source": params.data.source, "device": str(device), "torch": torch.__version__})
+
+    history = History()
+    best = {"dev_bleu": -1.0, "dev_exact_match": 0.0, "step": 0}
+    evals_without_gain, tokens_seen, train_time = 0, 0, 0.0
+    loss_sum, loss_tokens = 0.0, 0
+    model.train()
+    bar = tqdm(range(1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True)
+    status = "FAILED"
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            micro = [next(batches).to(device) for _ in range(cfg.accumulate)]
+            step_tokens = sum(b.n_tokens for b in micro)
+            for b in micro:
+                loss = batch_loss(model, b, cfg.label_smoothing)
+                (loss / step_tokens).backward()
+                loss_sum += loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            train_time += time.perf_counter() - t0
+            loss_tokens += step_tokens
+            tokens_seen += step_tokens
+            lr = scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{loss_sum / loss_tokens:.3f}", lr=f"{lr:.2e}",
+                            tok_s=f"{tokens_seen / train_time:.0f}")
+            run.log_metrics({"train_loss": loss.item() / b.n_tokens, "lr": lr, "grad_norm": float(grad_norm)}, step)
+
+            if step % cfg.eval_every and step != cfg.max_steps:
+                continue
+            scores = evaluate_dev(model, dev, tok, cfg, device)
+            row = {"step": step, "train_loss": loss_sum / loss_tokens, "lr": lr, **scores}
+            history.rows.append(row)
+            loss_sum, loss_tokens = 0.0, 0
+            run.log_metrics({k: v for k, v in row.items() if k != "step"} | {"tok_s": tokens_seen / train_time}, step)
+            bar.write(f"step {step}: dev loss {scores['dev_loss']:.3f}  BLEU {scores['dev_bleu']:.2f}  "
+                      f"EM {scores['dev_exact_match']:.2f}")
+            if scores["dev_bleu"] > best["dev_bleu"]:
+                best = {"dev_bleu": scores["dev_bleu"], "dev_exact_match": scores["dev_exact_match"], "step": step}
+                save_model(model, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
+                           info={"step": step, "dev_bleu": scores["dev_bleu"]})
+                evals_without_gain = 0
+            else:
+                evals_without_gain += 1
+                if cfg.patience and evals_without_gain >= cfg.patience:
+                    bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
+                    break
+        status = "FINISHED"
+    finally:
+        bar.close()
+        if status != "FINISHED":
+            run.end("FAILED")
+
+    summary = {
+        "best_dev_bleu": best["dev_bleu"],
+        "best_dev_exact_match": best["dev_exact_match"],
+        "best_step": best["step"],
+        "steps": step,
+        "epochs": round(tokens_seen / max(1, int(train_split.tgt_lengths.sum()) + len(train_split)), 2),
+        "train_seconds": round(train_time, 1),
+        "train_tokens_per_s": round(tokens_seen / train_time),
+        "parameters": model.num_parameters(),
+    }
+    write_outputs(paths, history, summary)
+    run.log_metrics({"best_dev_bleu": best["dev_bleu"], "best_dev_exact_match": best["dev_exact_match"]})
+    for artifact in ("params.yaml", "dvc.lock"):
+        run.log_artifact(artifact)
+    for artifact in (paths.metrics / "train_curve.csv", paths.plots / "bleu.png", paths.best_weights, paths.best_config):
+        run.log_artifact(artifact)
+    run.end("FINISHED")
+    return summary
