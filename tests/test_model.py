@@ -1,0 +1,207 @@
+"""The Transformer's masks, its KV cache, and decoding: greedy, beam search, overfitting."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.batching import collate, token_budget_batches
+from nmt.config import ModelConfig
+from nmt.decode import beam_search, greedy, length_penalty
+from nmt.model import Transformer
+
+V, PAD, BOS, EOS = 40, 0, 1, 2
+
+
+def tiny(positions: str = "sinusoidal", dropout: float = 0.0, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=2, dec_layers=2, d_ff=64, dropout=dropout,
+                      positions=positions, max_len=64)
+    return Transformer(cfg, V, PAD).eval()
+
+
+def random_batch(seed: int = 1, n: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    srcs = [torch.randint(3, V, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    tgts = [torch.randint(3, V, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    return srcs, tgts, collate(srcs, tgts, PAD, BOS, EOS, 64)
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_decoder_output_at_t_ignores_later_target_tokens(positions):
+    model = tiny(positions)
+    _, _, b = random_batch()
+    t = 3
+    changed = b.tgt_in.clone()
+    changed[:, t + 1 :] = torch.randint(3, V, changed[:, t + 1 :].shape)
+    with torch.no_grad():
+        a = model(b.src, b.src_mask, b.tgt_in)[:, : t + 1]
+        c = model(b.src, b.src_mask, changed)[:, : t + 1]
+        later = model(b.src, b.src_mask, changed)[:, t + 1 :]
+    torch.testing.assert_close(a, c)
+    assert not torch.allclose(later, model(b.src, b.src_mask, b.tgt_in)[:, t + 1 :])  # the test can see a change
+
+
+def test_outputs_ignore_what_sits_in_padded_source_positions():
+    model = tiny()
+    _, _, b = random_batch()
+    assert (~b.src_mask).any(), "the batch must contain padding for this test to mean anything"
+    garbage = b.src.masked_fill(~b.src_mask, 7)  # real ids where the mask says padding
+    with torch.no_grad():
+        torch.testing.assert_close(model(b.src, b.src_mask, b.tgt_in), model(garbage, b.src_mask, b.tgt_in))
+        unmasked = model(garbage, garbage != PAD, b.tgt_in)
+    assert not torch.allclose(unmasked, model(b.src, b.src_mask, b.tgt_in))
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_incremental_decoding_matches_full_decoder(positions):
+    model = tiny(positions)
+    _, _, b = random_batch()
+    with torch.no_grad():
+        memory = model.encode(b.src, b.src_mask)
+        full = model.decode(b.tgt_in, memory, b.src_mask)  # (B, T, V)
+        cache = model.new_cache()
+        steps = torch.stack([model.decode_step(b.tgt_in[:, t], memory, b.src_mask, cache)
+                             for t in range(b.tgt_in.size(1))], dim=1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def uncached_greedy(model: Transformer, src, src_mask, max_len: int) -> list[list[int]]:
+    """Reference decoder: recompute the whole prefix at every step."""
+    out = []
+    for i in range(src.size(0)):
+        s, m = src[i : i + 1], src_mask[i : i + 1]
+        memory = model.encode(s, m)
+        ys = [BOS]
+        for _ in range(max_len):
+            nxt = int(model.decode(torch.tensor([ys]), memory, m)[0, -1].argmax())
+            if nxt == EOS:
+                break
+            ys.append(nxt)
+        out.append(ys[1:])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_greedy_equals_uncached_greedy_on_random_weights(seed):
+    model = tiny(seed=seed)
+    _, _, b = random_batch(seed)
+    with torch.no_grad():
+        cached = [h.tokens for h in greedy(model, b.src, b.src_mask, BOS, EOS, 12)]
+        assert cached == uncached_greedy(model, b.src, b.src_mask, 12)
+
+
+def train_on(pairs, steps: int = 300, seed: int = 0) -> Transformer:
+    model = tiny(seed=seed).train()
+    b = collate([s for s, _ in pairs], [t for _, t in pairs], PAD, BOS, EOS, 64)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        logits = model(b.src, b.src_mask, b.tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, V), b.tgt_out.reshape(-1), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_tiny_model_overfits_a_handful_of_pairs_and_decodes_them_exactly():
+    srcs, _, _ = random_batch(seed=3, n=8)
+    pairs = [(s, list(reversed(s)) + [s[0]]) for s in srcs]  # reverse, then repeat the first token
+    model = train_on(pairs)
+    b = collate([s for s, _ in pairs], [t for _, t in pairs], PAD, BOS, EOS, 64)
+    greedy_out = [h.tokens for h in greedy(model, b.src, b.src_mask, BOS, EOS, 20)]
+    assert greedy_out == [t for _, t in pairs]
+    beam_out = beam_search(model, b.src, b.src_mask, BOS, EOS, 20, beam_size=4, n_best=2)
+    assert [h[0].tokens for h in beam_out] == [t for _, t in pairs]
+    assert all(len(h) == 2 and h[0].score >= h[1].score for h in beam_out)
+    # ... and the trained weights still decode the same with and without the cache
+    assert greedy_out == uncached_greedy(model, b.src, b.src_mask, 20)
+
+
+def test_beam_of_one_equals_greedy_token_for_token():
+    model = tiny(seed=5)
+    _, _, b = random_batch(seed=5, n=7)
+    g = greedy(model, b.src, b.src_mask, BOS, EOS, 15)
+    bs = beam_search(model, b.src, b.src_mask, BOS, EOS, 15, beam_size=1, alpha=0.0)
+    assert [h[0].tokens for h in bs] == [h.tokens for h in g]
+
+
+class MarkovModel:
+    """A 'model' whose next-token log-probabilities depend only on the previous token: known scores."""
+
+    def __init__(self, table: torch.Tensor, max_len: int = 64):
+        self.table = table  # (V, V) log-probabilities of the next token given the previous one
+        self.cfg = ModelConfig(max_len=max_len)
+
+    def encode(self, src, src_mask):
+        return torch.zeros(src.size(0), 1, 1)
+
+    def new_cache(self):
+        return [{}]
+
+    def decode_step(self, token, memory, src_mask, cache):
+        return self.table[token]
+
+    select_cache = staticmethod(Transformer.select_cache)
+
+
+def best_by_enumeration(table: torch.Tensor, max_len: int, alpha: float) -> tuple[list[int], float]:
+    """Every sequence that ends in EOS within max_len steps, or is cut at max_len tokens."""
+    best, best_score = None, -math.inf
+    vocab = range(3, table.size(0))
+    for n in range(0, max_len + 1):
+        for seq in itertools.product(vocab, repeat=n):
+            tokens, prev, logp = list(seq), BOS, 0.0
+            for tok in tokens + ([EOS] if n < max_len else []):
+                logp += float(table[prev, tok])
+                prev = tok
+            score = logp / length_penalty(min(n + 1, max_len), alpha)
+            if score > best_score:
+                best, best_score = tokens, score
+    return best, best_score
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_search_finds_the_known_best_sequence(alpha, seed):
+    g = torch.Generator().manual_seed(seed)
+    table = F.log_softmax(torch.randn(6, 6, generator=g) * 2, dim=-1)
+    table[:, PAD] = table[:, BOS] = -1e9  # never produced
+    table = F.log_softmax(table, dim=-1)
+    max_len = 4
+    expected, expected_score = best_by_enumeration(table, max_len, alpha)
+    model = MarkovModel(table)
+    src = torch.ones(1, 1, dtype=torch.long)
+    hyps = beam_search(model, src, src > 0, BOS, EOS, max_len, beam_size=12, alpha=alpha)  # type: ignore[arg-type]
+    assert hyps[0][0].tokens == expected
+    assert hyps[0][0].score == pytest.approx(expected_score, abs=1e-5)
+
+
+def test_beam_search_beats_greedy_where_greedy_is_led_astray():
+    # From BOS, token 3 looks best (0.6) but every continuation after it is poor;
+    # token 4 (0.4) leads to EOS with certainty. Greedy takes 3, beam search finds 4.
+    probs = torch.full((6, 6), 1e-9)
+    probs[BOS, 3], probs[BOS, 4] = 0.6, 0.4
+    probs[3, 3], probs[3, 4], probs[3, 5], probs[3, EOS] = 0.25, 0.25, 0.25, 0.25
+    probs[4, EOS] = 1.0
+    probs[5, EOS] = 1.0
+    table = torch.log(probs / probs.sum(-1, keepdim=True))
+    model = MarkovModel(table)
+    src = torch.ones(1, 1, dtype=torch.long)
+    assert greedy(model, src, src > 0, BOS, EOS, 5)[0].tokens[0] == 3  # type: ignore[arg-type]
+    assert beam_search(model, src, src > 0, BOS, EOS, 5, beam_size=2, alpha=0.0)[0][0].tokens == [4]  # type: ignore[arg-type]
+
+
+def test_token_budget_batches_respect_the_budget_and_cover_every_example():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(1, 40, (200,)).tolist()
+    tgt = torch.randint(1, 60, (200,)).tolist()
+    batches = token_budget_batches(src, tgt, 512, g)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        padded = len(b) * (max(src[i] for i in b) + 1 + max(tgt[i] for i in b) + 1)
+        assert padded <= 512 or len(b) == 1
