@@ -62,7 +62,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
 
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device)
     predictions = predict(translator, nl, params)
-    baseline = RetrievalBaseline.fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
+    baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     scores = {
         "beam_size": params.evaluate.beam_size,

@@ -104,13 +104,20 @@ def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torc
 
 
 # --------------------------------------------------------------------------- data
+def as_lists(split: TokenizedSplit, n: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Python lists of ids: collation indexes them thousands of times per epoch."""
+    n = len(split) if n is None else n
+    return [split.src(i).tolist() for i in range(n)], [split.tgt(i).tolist() for i in range(n)]
+
+
 class Batches:
     """Endless stream of training batches: a fresh bucketing and shuffled order each epoch."""
 
     def __init__(self, split: TokenizedSplit, tok: Tokenizer, cfg: TrainConfig, max_len: int, seed: int):
-        self.split, self.tok, self.cfg, self.max_len = split, tok, cfg, max_len
-        self.src_lengths = [min(n, max_len - 1) for n in split.src_lengths.tolist()]
-        self.tgt_lengths = [min(n, max_len - 1) for n in split.tgt_lengths.tolist()]
+        self.tok, self.cfg, self.max_len = tok, cfg, max_len
+        self.srcs, self.tgts = as_lists(split)
+        self.src_lengths = [min(len(s), max_len - 1) for s in self.srcs]
+        self.tgt_lengths = [min(len(t), max_len - 1) for t in self.tgts]
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
 
@@ -123,7 +130,7 @@ class Batches:
 
     def make(self, indices: list[int]) -> Batch:
         return collate(
-            [self.split.src(i) for i in indices], [self.split.tgt(i) for i in indices],
+            [self.srcs[i] for i in indices], [self.tgts[i] for i in indices],
             self.tok.pad_id, self.tok.bos_id, self.tok.eos_id, self.max_len,
         )
 
@@ -131,16 +138,18 @@ class Batches:
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class DevSet:
-    split: TokenizedSplit
+    srcs: list[list[int]]
+    tgts: list[list[int]]
     references: list[str]
     batches: list[list[int]]
 
 
 def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_tokens: int) -> DevSet:
+    """The first ``n_examples`` dev pairs (all when 0), in length-bucketed batches."""
     n = len(split) if n_examples == 0 else min(n_examples, len(split))
-    src_lengths, tgt_lengths = split.src_lengths[:n].tolist(), split.tgt_lengths[:n].tolist()
-    batches = token_budget_batches(src_lengths, tgt_lengths, batch_tokens)
-    return DevSet(split, [tok.decode(split.tgt(i)) for i in range(n)], batches)
+    srcs, tgts = as_lists(split, n)
+    batches = token_budget_batches([len(s) for s in srcs], [len(t) for t in tgts], batch_tokens)
+    return DevSet(srcs, tgts, [tok.decode(t) for t in tgts], batches)
 
 
 @torch.no_grad()
@@ -151,7 +160,7 @@ def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConf
     predictions: dict[int, str] = {}
     max_len = model.cfg.max_len
     for indices in dev.batches:
-        batch = collate([dev.split.src(i) for i in indices], [dev.split.tgt(i) for i in indices],
+        batch = collate([dev.srcs[i] for i in indices], [dev.tgts[i] for i in indices],
                         tok.pad_id, tok.bos_id, tok.eos_id, max_len).to(device)
         total_loss += batch_loss(model, batch, 0.0).item()
         total_tokens += batch.n_tokens
@@ -201,8 +210,9 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     device = pick_device(cfg.device)
 
     tok = Tokenizer.load(paths.data / "vocab.json")
-    train_split = TokenizedSplit.load(paths.data / "train.safetensors")
-    dev = make_dev_set(TokenizedSplit.load(paths.data / "dev.safetensors"), tok, cfg.eval_examples, cfg.batch_tokens)
+    train_split = TokenizedSplit.load(paths.data / "train.safetensors", tok.vocab_size)
+    dev_split = TokenizedSplit.load(paths.data / "dev.safetensors", tok.vocab_size)
+    dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens)
 
     model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
