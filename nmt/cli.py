@@ -118,5 +118,28 @@ def show_params() -> None:
         print(f"{key:<28} {default:<16} {help_text}")
 
 
+@app.command("check-metrics")
+def check_metrics(
+    tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed move, in points (metrics are 0-100)")] = 1.0,
+    rev: Annotated[str, typer.Option(help="git revision holding the committed metrics")] = "HEAD",
+) -> None:
+    """Compare the workspace's metrics/ with the committed ones (`dvc metrics diff`); exit 1 on a move."""
+    import subprocess
+
+    from nmt.regression import metric_moves
+
+    proc = subprocess.run(["dvc", "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
+    if proc.returncode != 0:
+        fail(f"`dvc metrics diff` failed: {proc.stderr.strip()}")
+    problems, compared = metric_moves(json.loads(proc.stdout or "{}"), tolerance)
+    if compared == 0:
+        fail("no committed metrics to compare with (run `make repro` and commit metrics/ first)", 1)
+    for p in problems:
+        print(f"moved: {p}", file=sys.stderr)
+    if problems:
+        raise typer.Exit(1)
+    print(f"{compared} metrics within {tolerance} of {rev}")
+
+
 if __name__ == "__main__":
     app()
