@@ -34,7 +34,7 @@ def model_card(params: Params, config: dict, data_stats: dict, train: dict, eval
         f"| {key} | {evaluation[key]:.2f} | {evaluation.get('baseline_' + key, float('nan')):.2f} |"
         for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "syntax_valid") if key in evaluation
     )
-    splits = data_stats.get("splits", {})
+    splits = data_stats.get("counts", {})
     return f"""# {params.export.name}
 
 An encoder-decoder Transformer trained from scratch (no pretrained weights) with the `nmt`

@@ -235,10 +235,12 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
             t0 = time.perf_counter()
             micro = [next(batches).to(device) for _ in range(cfg.accumulate)]
             step_tokens = sum(b.n_tokens for b in micro)
+            step_loss = 0.0
             for b in micro:
                 loss = batch_loss(model, b, cfg.label_smoothing)
                 (loss / step_tokens).backward()
-                loss_sum += loss.item()
+                step_loss += loss.item()
+            loss_sum += step_loss
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -249,7 +251,7 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
             lr = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{loss_sum / loss_tokens:.3f}", lr=f"{lr:.2e}",
                             tok_s=f"{tokens_seen / train_time:.0f}")
-            run.log_metrics({"train_loss": loss.item() / b.n_tokens, "lr": lr, "grad_norm": float(grad_norm)}, step)
+            run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm)}, step)
 
             if step % cfg.eval_every and step != cfg.max_steps:
                 continue
@@ -271,10 +273,13 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
                     bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
                     break
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         bar.close()
         if status != "FINISHED":
-            run.end("FAILED")
+            run.end(status)
 
     summary = {
         "best_dev_bleu": best["dev_bleu"],
