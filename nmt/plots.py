@@ -37,10 +37,17 @@ def bleu_curve(steps: Sequence[int], bleu: Sequence[float], em: Sequence[float],
     _save(fig, path)
 
 
+def _wrap(text: str, width: int, max_lines: int = 12) -> str:
+    """Wrap each line on its own, so code keeps its line breaks and indentation."""
+    lines = [wrapped for line in (text.splitlines() or [""])
+             for wrapped in (textwrap.wrap(line, width, replace_whitespace=False) or [""])]
+    return "\n".join(lines[:max_lines] + (["..."] if len(lines) > max_lines else []))
+
+
 def examples_table(rows: Sequence[dict[str, str]], path: Path, width: int = 46) -> None:
     """A picture of the markdown example table: input, reference, prediction."""
     cols = ["input", "reference", "prediction"]
-    wrapped = [[textwrap.fill(r[c], width)[:400] for c in cols] for r in rows]
+    wrapped = [[_wrap(r[c], width) for c in cols] for r in rows]
     heights = [max(cell.count("\n") + 1 for cell in row) for row in wrapped]
     fig_h = 0.6 + 0.19 * (sum(heights) + len(rows))
     fig, ax = plt.subplots(figsize=(14, fig_h))
