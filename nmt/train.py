@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,7 +229,9 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     evals_without_gain, tokens_seen, train_time = 0, 0, 0.0
     loss_sum, loss_tokens = 0.0, 0
     model.train()
-    bar = tqdm(range(1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True)
+    # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
+    bar = tqdm(range(1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     status = "FAILED"
     try:
         for step in bar:
