@@ -23,7 +23,7 @@ def test_generate_prints_one_translation_per_input(tiny_export):
                                  "return the sum of x and y", "print value"])
     assert result.exit_code == 0, result.output
     expected = Translator.from_pretrained(tiny_export, device="cpu").translate(
-        ["return the sum of x and y", "print value"], max_len=8)
+        ["return the sum of x and y", "print value"], max_len_b=8)
     assert result.stdout.split("\n")[:2] == [t.text for t in expected]
 
 
@@ -32,7 +32,7 @@ def test_generate_reads_stdin_one_input_a_line(tiny_export):
                            input="print x\n\nreturn the length of items\n")
     assert result.exit_code == 0, result.output
     expected = Translator.from_pretrained(tiny_export, device="cpu").translate(
-        ["print x", "", "return the length of items"], max_len=5)
+        ["print x", "", "return the length of items"], max_len_b=5)
     assert result.stdout == "".join(t.text + "\n" for t in expected)
 
 

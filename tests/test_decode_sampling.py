@@ -1,4 +1,4 @@
-"""Sampling (temperature, top-k, nucleus) and the output length limit."""
+"""Sampling (temperature, top-k, nucleus), the output length limit, and Translator's decoding options."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
+import nmt.translator
 from nmt.decode import filter_logits, greedy, length_limit, sample
+from nmt.errors import InputTooLongError
+from nmt.translator import Translator
 
 from .test_model import BOS, EOS, MarkovModel, random_batch, tiny
 
@@ -138,3 +141,81 @@ def test_decoders_stop_at_the_limit_and_at_the_models_max_len():
         assert [len(h.tokens) for h in greedy(model, src, src > 0, BOS, EOS, max_len)] == [expected] * 2  # type: ignore[arg-type]
         out = sample(model, src, src > 0, BOS, EOS, max_len, generator=seeded(0))  # type: ignore[arg-type]
         assert [len(h[0].tokens) for h in out] == [expected] * 2
+
+
+# --------------------------------------------------------------------------- Translator
+@pytest.fixture(scope="module")
+def translator(tiny_export) -> Translator:
+    return Translator.from_pretrained(tiny_export, device="cpu")
+
+
+TEXTS = ["print x", "return the sum of x and y", "set total to count", "", "return len(items) " * 3]
+
+
+def test_translate_computes_each_batch_limit_from_its_longest_source(translator, monkeypatch):
+    seen: list[tuple[int, int]] = []
+
+    def spy(model, src, src_mask, bos_id, eos_id, max_len):
+        seen.append((src.size(1), max_len))
+        return greedy(model, src, src_mask, bos_id, eos_id, max_len)
+
+    monkeypatch.setattr(nmt.translator, "greedy", spy)
+    translator.translate(TEXTS, max_len_a=1.5, max_len_b=3, batch_size=2)
+    assert len(seen) == 3 and len({s for s, _ in seen}) > 1
+    assert all(max_len == int(1.5 * s) + 3 for s, max_len in seen)
+
+
+def test_sampled_translations_are_seeded_and_sorted_by_score(translator):
+    out = translator.translate(TEXTS, sample=True, n_best=4, seed=3, max_len_b=10)
+    assert [[c for c, _ in t.n_best] for t in out] == [
+        [c for c, _ in t.n_best] for t in translator.translate(TEXTS, sample=True, n_best=4, seed=3, max_len_b=10)]
+    for t in out:
+        scores = [s for _, s in t.n_best]
+        assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+        assert (t.text, t.score) == t.n_best[0]
+    other = translator.translate(TEXTS, sample=True, n_best=4, seed=4, max_len_b=10)
+    assert [t.n_best for t in out] != [t.n_best for t in other]
+
+
+def test_sampling_top_k_1_translates_like_greedy(translator):
+    greedy_out = translator.translate(TEXTS, max_len_b=10)
+    sampled = translator.translate(TEXTS, sample=True, top_k=1, seed=0, max_len_b=10)
+    assert [t.text for t in sampled] == [t.text for t in greedy_out]
+
+
+def test_long_inputs_are_truncated_and_flagged_or_refused_when_strict(translator):
+    texts = ["print x", "x " * 500, "y"]
+    assert [t.truncated for t in translator.translate(texts, max_len_b=4)] == [False, True, False]
+    with pytest.raises(InputTooLongError, match="input 1 ") as e:
+        translator.translate(texts, max_len_b=4, strict=True)
+    assert isinstance(e.value, ValueError) and e.value.index == 1 and e.value.limit == translator.model.cfg.max_len - 1
+
+
+def test_on_batch_reports_each_batch_size(translator):
+    sizes: list[int] = []
+    translator.translate(TEXTS + TEXTS[:2], batch_size=3, max_len_b=2, on_batch=sizes.append)
+    assert sizes == [3, 3, 1]
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"beam_size": 0}, "beam_size"),
+    ({"n_best": 0}, "n_best"),
+    ({"beam_size": 2, "n_best": 3}, "n_best"),
+    ({"sample": True, "beam_size": 2}, "beam_size"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.01}, "top_p"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"top_k": -1}, "top_k"),
+    ({"max_len_a": -0.5}, "max_len_a"),
+    ({"max_len_a": float("inf")}, "max_len_a"),
+    ({"max_len_b": 0}, "max_len_b"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_translate_rejects_bad_options_naming_them(translator, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        translator.translate(["print x"], **kwargs)
+
+
+def test_sampling_draws_n_best_samples_beyond_beam_size(translator):
+    (t,) = translator.translate(["print x"], sample=True, n_best=3, seed=0, max_len_b=5)
+    assert len(t.n_best) == 3
