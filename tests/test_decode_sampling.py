@@ -89,10 +89,10 @@ def test_same_seed_same_samples_and_another_seed_other_samples():
 
 @pytest.mark.parametrize("kwargs", [{"top_k": 1}, {"top_p": 1e-6}, {"top_k": 1, "temperature": 3.0}])
 def test_sampling_with_a_single_candidate_is_greedy_token_for_token(kwargs):
-    model = tiny(seed=5)
-    _, _, b = random_batch(seed=5, n=7)
+    model = tiny(seed=2)
+    _, _, b = random_batch(seed=2, n=7)
     expected = [h.tokens for h in greedy(model, b.src, b.src_mask, BOS, EOS, 15)]
-    assert any(expected), "greedy must produce tokens for this test to mean anything"
+    assert len({tuple(t) for t in expected}) > 2, "sources must decode differently for this test to mean anything"
     samples = sample(model, b.src, b.src_mask, BOS, EOS, 15, n_samples=3, generator=seeded(0), **kwargs)
     # each source's samples are all its greedy output: the repeated rows stay with their source
     assert tokens_of(samples) == [[t, t, t] for t in expected]
