@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,9 +19,34 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="exported model directory")]
 BeamOpt = Annotated[int, typer.Option("--beam", min=1, help="beam width (1 = greedy)")]
-MaxLenOpt = Annotated[int, typer.Option("--max-len", min=1, help="longest output, in tokens")]
+MaxLenOpt = Annotated[int, typer.Option("--max-len", min=1, help="longest output, in tokens (max_len_b)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda")]
-LpOpt = Annotated[float, typer.Option("--length-penalty", min=0.0, help="GNMT alpha for beam search")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="inputs decoded together")]
+PROGRESS_MIN_INPUTS = 64  # fewer inputs than this: no progress bar
+
+
+def _non_negative(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _probability(value: float) -> float:
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
+MaxLenAOpt = Annotated[float, typer.Option("--max-len-a", callback=_non_negative,
+                                           help="longest output = a * source tokens + --max-len")]
+LpOpt = Annotated[float, typer.Option("--length-penalty", callback=_non_negative,
+                                      help="GNMT alpha for beam search (>= 0)")]
 
 
 def _load(model: Path, device: str):
@@ -30,44 +57,128 @@ def _load(model: Path, device: str):
     return Translator.from_pretrained(model, device=device)
 
 
-def _stdin_lines() -> list[str]:
-    data = sys.stdin.buffer.read()
+@dataclass
+class Inputs:
+    texts: list[str]
+    labels: list[str]  # where each text came from, for messages: "argument 2", "stdin line 5"
+    rows: list[dict] | None = None  # --jsonl: the objects read, echoed in the output
+
+
+def _text_lines(data: bytes, source: str) -> list[str]:
+    """One input per line (only "\n" ends a line: control characters stay inside their line)."""
     text = data.decode("utf-8", errors="replace")
     if "\ufffd" in text and b"\xef\xbf\xbd" not in data:
-        print("warning: stdin is not valid UTF-8; undecodable bytes were replaced by U+FFFD", file=sys.stderr)
-    return text.splitlines()
+        print(f"warning: {source} is not valid UTF-8; undecodable bytes were replaced by U+FFFD", file=sys.stderr)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _read_inputs(texts: list[str] | None, input_file: Path | None, jsonl: bool) -> Inputs:
+    """The inputs of `generate`: arguments, else --input or stdin, as plain lines or JSON lines."""
+    from nmt.io import parse_jsonl
+
+    if texts:
+        if input_file is not None or jsonl:
+            fail("give descriptions as arguments, or use --input / --jsonl, not both")
+        return Inputs(texts, [f"argument {i}" for i in range(1, len(texts) + 1)])
+    source = str(input_file) if input_file is not None else "stdin"
+    data = input_file.read_bytes() if input_file is not None else sys.stdin.buffer.read()
+    if jsonl:
+        numbered = parse_jsonl(data.split(b"\n"), source, required=("nl",))
+        return Inputs([row["nl"] for _, row in numbered], [f"{source} line {n}" for n, _ in numbered],
+                      [row for _, row in numbered])
+    lines = _text_lines(data, source)
+    return Inputs(lines, [f"{source} line {n}" for n in range(1, len(lines) + 1)])
+
+
+def _check_decoding_options(beam: int, n_best: int, sample: bool, sampling: dict[str, bool]) -> None:
+    """Exit 2 naming the option when options do not go together; ``sampling``: option -> was it set."""
+    if sample and beam != 1:
+        fail(f"--beam ({beam}) does not apply with --sample: --n-best sets how many samples to draw")
+    if not sample and n_best > beam:
+        fail(f"--n-best ({n_best}) must not exceed --beam ({beam})")
+    if not sample:
+        for name, given in sampling.items():
+            if given:
+                fail(f"{name} only applies with --sample")
+
+
+def _progress(total: int):
+    """A progress bar on stderr, for many inputs and a terminal only."""
+    from tqdm import tqdm
+
+    quiet = total <= PROGRESS_MIN_INPUTS or not sys.stderr.isatty()
+    return tqdm(total=total, unit="input", file=sys.stderr, disable=quiet, leave=False)
+
+
+def _print_results(results: list, rows: list[dict] | None, n_best: int) -> None:
+    if rows is not None:
+        for row, t in zip(rows, results):
+            n_best_list = [{"code": code, "score": score} for code, score in t.n_best]
+            print(json.dumps({**row, "code": t.text, "score": t.score, "n_best": n_best_list}))
+    elif n_best == 1:
+        for t in results:
+            print(t.text)
+    else:
+        for t in results:
+            for code, score in t.n_best:
+                print(f"{score:.4f}\t{code}")
+            print()
 
 
 @app.command()
 def generate(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="descriptions to translate; none = read stdin, one a line")] = None,
+    texts: Annotated[Optional[list[str]], typer.Argument(
+        help="descriptions to translate; none = read --input or stdin, one a line")] = None,
     model: ModelOpt = Path("models/export"),
+    input_file: Annotated[Optional[Path], typer.Option(
+        "--input", exists=True, dir_okay=False, help="read inputs from this file instead of stdin")] = None,
+    jsonl: Annotated[bool, typer.Option(
+        "--jsonl", help='inputs are JSON lines {"nl": ...}; print each object with "code", "score", "n_best"')] = False,
     beam: BeamOpt = 1,
-    n_best: Annotated[int, typer.Option("--n-best", min=1, help="hypotheses to print per input (<= --beam)")] = 1,
+    n_best: Annotated[int, typer.Option("--n-best", min=1,
+                                        help="hypotheses per input (<= --beam), or samples with --sample")] = 1,
+    sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy / beam search")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", callback=_positive,
+                                               help="--sample: divide the logits by this (> 0)")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0,
+                                       help="--sample: keep the k most likely tokens (0 = all)")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", callback=_probability,
+                                         help="--sample: nucleus, smallest set with this mass, in (0, 1]")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="--sample: seed, for repeatable samples")] = None,
     max_len: MaxLenOpt = 200,
+    max_len_a: MaxLenAOpt = 0.0,
     length_penalty: LpOpt = 0.6,
     device: DeviceOpt = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="an input too long for the model is an error (exit 2), "
+                                                          "not truncated with a warning")] = False,
+    batch_size: BatchOpt = 64,
 ) -> None:
     """Translate each description into code and print it, one per line (n-best: score TAB code)."""
-    if n_best > beam:
-        fail(f"--n-best ({n_best}) must not exceed --beam ({beam})")
+    from nmt.errors import InputTooLongError
+
+    _check_decoding_options(beam, n_best, sample, {
+        "--temperature": temperature != 1.0, "--top-k": top_k != 0, "--top-p": top_p != 1.0,
+        "--seed": seed is not None})
     try:
+        inputs = _read_inputs(texts, input_file, jsonl)
         translator = _load(model, device)
-        inputs = texts if texts else _stdin_lines()
-        results = translator.translate(inputs, beam_size=beam, n_best=n_best, max_len=max_len,
-                                       length_penalty=length_penalty)
+        with _progress(len(inputs.texts)) as bar:
+            results = translator.translate(
+                inputs.texts, beam_size=beam, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len,
+                length_penalty=length_penalty, batch_size=batch_size, sample=sample, temperature=temperature,
+                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update)
+    except InputTooLongError as e:
+        fail(f"{inputs.labels[e.index]}: {e.n_tokens} tokens, more than the model accepts ({e.limit}); "
+             "without --strict it would be truncated")
     except NmtError as e:
         fail(str(e), e.exit_code)
-    for lineno, result in enumerate(results, start=1):
+    for label, result in zip(inputs.labels, results):
         if result.truncated:
-            print(f"warning: input {lineno} is longer than the model's maximum source length and was truncated",
-                  file=sys.stderr)
-        if n_best == 1:
-            print(result.text)
-        else:
-            for code, score in result.n_best:
-                print(f"{score:.4f}\t{code}")
-            print()
+            print(f"warning: {label}: longer than the model's maximum source length; truncated", file=sys.stderr)
+    _print_results(results, inputs.rows, n_best)
 
 
 @app.command()
@@ -77,9 +188,11 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", help="write predictions here (JSON lines)")] = None,
     beam: BeamOpt = 1,
     max_len: MaxLenOpt = 200,
+    max_len_a: MaxLenAOpt = 0.0,
     length_penalty: LpOpt = 0.6,
     language: Annotated[str, typer.Option(help="python (adds syntax_valid), java or unknown")] = "python",
     device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 64,
 ) -> None:
     """Score a model on any {"nl", "code"} file; print the metrics as JSON."""
     from nmt import metrics
@@ -90,10 +203,12 @@ def evaluate(
         if not rows:
             fail(f"{data}: no pairs to evaluate")
         translator = _load(model, device)
-        preds = [t.text for t in translator.translate([r["nl"] for r in rows], beam_size=beam, max_len=max_len,
-                                                       length_penalty=length_penalty)]
+        translations = translator.translate([r["nl"] for r in rows], beam_size=beam, max_len_a=max_len_a,
+                                            max_len_b=max_len, length_penalty=length_penalty,
+                                            batch_size=batch_size)
     except NmtError as e:
         fail(str(e), e.exit_code)
+    preds = [t.text for t in translations]
     scores = metrics.score(preds, [r["code"] for r in rows], language)
     if output is not None:
         atomic_write_jsonl(output, ({**r, "prediction": p} for r, p in zip(rows, preds)))

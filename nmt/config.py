@@ -153,7 +153,8 @@ class EvaluateConfig:
 
     beam_size: int = opt(1, "beam width for the test decode (1 = greedy)", *positive)
     length_penalty: float = opt(0.6, "GNMT length penalty alpha used by beam search", *non_negative)
-    max_len: int = opt(200, "longest decoded output (tokens)", *positive)
+    max_len_a: float = opt(0.0, "longest output grows by this many tokens per source token (fairseq's max_len_a)", *non_negative)
+    max_len_b: int = opt(200, "longest output = max_len_a * source tokens + max_len_b (capped by model.max_len)", *positive)
     batch_size: int = opt(64, "sources decoded together", *positive)
     n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
 

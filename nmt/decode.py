@@ -1,12 +1,13 @@
-"""Decoding over a :class:`~nmt.model.Transformer`: greedy and batched beam search.
+"""Decoding over a :class:`~nmt.model.Transformer`: greedy, batched beam search and sampling.
 
-Both decode incrementally with the model's KV cache, and both drop sequences (greedy) or sources
-(beam) that are finished from the batch, so finished work stops costing compute.
-Outputs are token ids without BOS/EOS.
+All three decode incrementally with the model's KV cache, and all drop sequences (greedy,
+sampling) or sources (beam) that are finished from the batch, so finished work stops costing
+compute. Outputs are token ids without BOS/EOS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,12 @@ from nmt.model import Transformer
 @dataclass
 class Hypothesis:
     tokens: list[int]
-    score: float  # length-normalised log-probability (beam) or summed log-probability (greedy)
+    # length-normalised log-probability (beam) or summed log-probability (greedy, sampling)
+    score: float
+
+
+# Next-token logits (b, V) -> chosen token ids (b,) and their log-probabilities (b,).
+Picker = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_len(model: Transformer, max_len: int) -> int:
@@ -26,28 +32,37 @@ def _check_len(model: Transformer, max_len: int) -> int:
     return max(1, min(max_len, model.cfg.max_len))
 
 
-@torch.no_grad()
-def greedy(
+def length_limit(src_len: int, max_len_a: float, max_len_b: int) -> int:
+    """Longest output for a source of ``src_len`` tokens (fairseq): ``floor(a * src_len) + b``.
+
+    The decoders cap it further at the model's ``max_len``.
+    """
+    return int(max_len_a * src_len) + max_len_b
+
+
+def _decode_rows(
     model: Transformer,
-    src: torch.Tensor,
+    memory: torch.Tensor,
     src_mask: torch.Tensor,
     bos_id: int,
     eos_id: int,
     max_len: int,
+    pick: Picker,
 ) -> list[Hypothesis]:
-    """Pick the most likely token at each step; (B, S) sources -> B hypotheses."""
-    max_len = _check_len(model, max_len)
-    B = src.size(0)
-    memory = model.encode(src, src_mask)  # (B, S, D)
+    """Extend every row one token at a time with ``pick`` until it emits EOS or reaches ``max_len``.
+
+    Rows that emitted EOS leave the batch (memory, mask and cache). A hypothesis's score is the
+    sum of the log-probabilities ``pick`` returns for its tokens, EOS included.
+    """
+    N = memory.size(0)
     cache = model.new_cache()
-    tokens: list[list[int]] = [[] for _ in range(B)]
-    scores = [0.0] * B
-    rows = torch.arange(B, device=src.device)  # which original rows are still decoding
-    token = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
+    tokens: list[list[int]] = [[] for _ in range(N)]
+    scores = [0.0] * N
+    rows = torch.arange(N, device=memory.device)  # which original rows are still decoding
+    token = torch.full((N,), bos_id, dtype=torch.long, device=memory.device)
     for _ in range(max_len):
-        logp = F.log_softmax(model.decode_step(token, memory, src_mask, cache).float(), dim=-1)  # (b, V)
-        best_logp, token = logp.max(dim=-1)  # (b,)
-        for row, tok, lp in zip(rows.tolist(), token.tolist(), best_logp.tolist()):
+        token, token_logp = pick(model.decode_step(token, memory, src_mask, cache).float())  # (b,), (b,)
+        for row, tok, lp in zip(rows.tolist(), token.tolist(), token_logp.tolist()):
             scores[row] += lp
             if tok != eos_id:
                 tokens[row].append(tok)
@@ -60,6 +75,104 @@ def greedy(
             memory, src_mask = memory[keep], src_mask[keep]
             cache = model.select_cache(cache, keep)
     return [Hypothesis(t, s) for t, s in zip(tokens, scores)]
+
+
+def _pick_best(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    best_logp, token = F.log_softmax(logits, dim=-1).max(dim=-1)  # (b,), (b,)
+    return token, best_logp
+
+
+@torch.no_grad()
+def greedy(
+    model: Transformer,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+) -> list[Hypothesis]:
+    """Pick the most likely token at each step; (B, S) sources -> B hypotheses."""
+    memory = model.encode(src, src_mask)  # (B, S, D)
+    return _decode_rows(model, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), _pick_best)
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """Raise ValueError, naming the option, unless ``temperature > 0``, ``top_k >= 0`` and ``0 < top_p <= 1``."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf the logits of tokens that top-k, then nucleus (top-p) filtering remove; (b, V) -> (b, V).
+
+    With z the logits of one row and p = softmax(z):
+
+    * top-k (``top_k > 0``, Fan et al. 2018): keep token v iff z_v >= z_(k), the k-th largest
+      logit (ties at the boundary are all kept).
+    * top-p (``top_p < 1``, Holtzman et al. 2020), on the distribution that top-k left: sort
+      p_(1) >= p_(2) >= ... and keep the smallest prefix whose mass reaches ``top_p``: rank r is
+      kept iff p_(1) + ... + p_(r-1) < top_p. The most likely token is always kept, so a tiny
+      ``top_p`` is greedy decoding.
+
+    Sampling then draws from q = softmax of the filtered logits, i.e. q_v = p_v / (sum of p_u over
+    kept u) for kept v and 0 for the others.
+    """
+    V = logits.size(-1)
+    if 0 < top_k < V:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (b, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (b, V)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # (b, V) mass of the better-ranked tokens
+        drop_sorted = mass_before >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)  # (b, V) back in vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample(
+    model: Transformer,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """Draw ``n_samples`` outputs per source; (B, S) sources -> B lists of samples, in draw order.
+
+    At each step the next token is drawn from q = softmax(filter(z / temperature)), z the
+    model's logits and ``filter`` top-k then top-p (:func:`filter_logits`): temperature < 1
+    sharpens the distribution, > 1 flattens it. A sample's score is sum_t log q_t(y_t) over its
+    tokens, EOS included: its log-probability under the distribution it was drawn from.
+
+    Draws come from ``generator`` (on the model's device) or torch's global generator: the same
+    seed, sources and batch give the same samples.
+    """
+    check_sampling(temperature, top_k, top_p)
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+
+    def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = F.log_softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)  # (b, V)
+        token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (b,)
+        return token, logp.gather(1, token[:, None]).squeeze(1)
+
+    B, n = src.size(0), n_samples
+    memory = model.encode(src, src_mask).repeat_interleave(n, dim=0)  # (B*n, S, D)
+    src_mask = src_mask.repeat_interleave(n, dim=0)  # (B*n, S)
+    hyps = _decode_rows(model, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), pick)
+    return [hyps[i * n : (i + 1) * n] for i in range(B)]
 
 
 def length_penalty(length: int, alpha: float) -> float:

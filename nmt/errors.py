@@ -23,3 +23,12 @@ class DataError(NmtError):
 
 class ModelFileError(NmtError):
     """A model directory or checkpoint is missing files or does not match its config."""
+
+
+class InputTooLongError(NmtError, ValueError):
+    """An input has more tokens than the model accepts, and truncating it was refused (strict mode)."""
+
+    def __init__(self, index: int, n_tokens: int, limit: int):
+        self.index, self.n_tokens, self.limit = index, n_tokens, limit  # index: position in the inputs
+        super().__init__(f"input {index} has {n_tokens} tokens; the model accepts at most {limit} "
+                         "(without strict it would be truncated)")

@@ -33,7 +33,7 @@ def language_of(raw_dir: Path) -> str:
 
 def predict(translator: Translator, nl: list[str], params: Params) -> list[str]:
     cfg = params.evaluate
-    out = translator.translate(nl, beam_size=cfg.beam_size, max_len=cfg.max_len,
+    out = translator.translate(nl, beam_size=cfg.beam_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
                                length_penalty=cfg.length_penalty, batch_size=cfg.batch_size)
     return [t.text for t in out]
 

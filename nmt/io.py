@@ -92,25 +92,33 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ("nl", "code
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    rows = []
     with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{p}:{lineno}: not valid UTF-8 ({e.reason})") from e
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{lineno}: invalid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in required:
-                if key not in row:
-                    raise DataError(f"{p}:{lineno}: missing key {key!r} (each line needs {list(required)})")
-                if not isinstance(row[key], str):
-                    raise DataError(f"{p}:{lineno}: {key!r} must be a string, got {type(row[key]).__name__}")
-            rows.append(row)
+        return [row for _, row in parse_jsonl(f, str(p), required)]
+
+
+def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of ``lines``, as :func:`read_jsonl` checks them.
+
+    Raises :class:`DataError` as ``source:line: problem``.
+    """
+    rows = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}:{lineno}: not valid UTF-8 ({e.reason})") from e
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{source}:{lineno}: invalid JSON ({e.msg})") from e
+        if not isinstance(row, dict):
+            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        for key in required:
+            if key not in row:
+                raise DataError(f"{source}:{lineno}: missing key {key!r} (each line needs {list(required)})")
+            if not isinstance(row[key], str):
+                raise DataError(f"{source}:{lineno}: {key!r} must be a string, got {type(row[key]).__name__}")
+        rows.append((lineno, row))
     return rows

@@ -3,12 +3,15 @@
     from nmt import Translator
     t = Translator.from_pretrained("models/export")
     t.translate(["return the absolute value of x"], beam_size=4, n_best=2)
+    t.translate(["return the absolute value of x"], sample=True, top_p=0.9, n_best=5, seed=0)
 
 It is what `nmt generate`, `nmt evaluate` and the evaluate stage use.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +19,8 @@ import torch
 
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
-from nmt.decode import Hypothesis, beam_search, greedy
-from nmt.errors import ModelFileError
+from nmt.decode import Hypothesis, beam_search, check_sampling, greedy, length_limit, sample
+from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer
 
@@ -30,6 +33,36 @@ class Translation:
     score: float
     n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
     truncated: bool = False  # the input was longer than the model accepts and was cut
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How :meth:`Translator.translate` decodes (see there); :meth:`check` names the first bad option."""
+
+    beam_size: int = 1
+    n_best: int = 1
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    length_penalty: float = 0.6
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def check(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.n_best < 1:
+            raise ValueError(f"n_best must be >= 1, got {self.n_best}")
+        if self.sample and self.beam_size != 1:
+            raise ValueError(f"beam_size must be 1 when sampling (n_best sets the samples), got {self.beam_size}")
+        if not self.sample and self.n_best > self.beam_size:
+            raise ValueError(f"n_best must be <= beam_size={self.beam_size}, got {self.n_best}")
+        if not (math.isfinite(self.max_len_a) and self.max_len_a >= 0):
+            raise ValueError(f"max_len_a must be a finite number >= 0, got {self.max_len_a}")
+        if self.max_len_b < 1:
+            raise ValueError(f"max_len_b must be >= 1, got {self.max_len_b}")
+        check_sampling(self.temperature, self.top_k, self.top_p)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,32 +107,72 @@ class Translator:
         texts: list[str],
         beam_size: int = 1,
         n_best: int = 1,
-        max_len: int = 200,
+        max_len_a: float = 0.0,
+        max_len_b: int = 200,
         length_penalty: float = 0.6,
         batch_size: int = 64,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        strict: bool = False,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[Translation]:
-        """Translate each text; greedy when ``beam_size == 1``, else batched beam search."""
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        if not 1 <= n_best <= beam_size:
-            raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
+        """Translate each text: greedy (``beam_size == 1``), batched beam search, or sampling.
+
+        Texts are sorted by length into batches of ``batch_size``. A batch's outputs are at most
+        ``floor(max_len_a * S) + max_len_b`` tokens, S the length of its longest source (EOS
+        included), capped by the model's ``max_len``.
+
+        ``sample=True`` draws ``n_best`` samples per text (temperature, top_k, top_p: see
+        :func:`nmt.decode.sample`), best score first; ``seed`` makes the draws repeatable for the
+        same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses come back.
+
+        A text longer than the model's source limit is cut to fit and flagged ``truncated``; with
+        ``strict=True`` it raises :class:`~nmt.errors.InputTooLongError` (a ValueError) naming its
+        index instead. Bad options raise ValueError naming the option. ``on_batch`` is called with
+        the number of texts of each batch once it is decoded (a progress bar's hook).
+        """
+        settings = DecodeSettings(beam_size, n_best, max_len_a, max_len_b, length_penalty,
+                                  sample, temperature, top_k, top_p)
+        settings.check()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         limit = self.model.cfg.max_len
         encoded = self.tokenizer.encode_batch(texts)
+        if strict:
+            _refuse_long(encoded, limit)
         sources = [source_ids(ids, self.eos_id, limit) for ids in encoded]
         order = sorted(range(len(texts)), key=lambda i: len(sources[i]))  # similar lengths share a batch
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
-            for i, hyps in zip(chunk, self._decode(src, beam_size, n_best, max_len, length_penalty)):
+            for i, hyps in zip(chunk, self._decode(src, settings, generator)):
                 decoded = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
                 results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit)
+            if on_batch is not None:
+                on_batch(len(chunk))
         return results  # type: ignore[return-value]
 
-    def _decode(self, src: torch.Tensor, beam_size: int, n_best: int, max_len: int,
-                alpha: float) -> list[list[Hypothesis]]:
+    def _decode(self, src: torch.Tensor, s: DecodeSettings,
+                generator: torch.Generator | None) -> list[list[Hypothesis]]:
         src_mask = src != self.model.pad_id
-        if beam_size == 1:
-            return [[h] for h in greedy(self.model, src, src_mask, self.bos_id, self.eos_id, max_len)]
-        return beam_search(self.model, src, src_mask, self.bos_id, self.eos_id, max_len,
-                           beam_size=beam_size, alpha=alpha, n_best=n_best)
+        max_len = length_limit(src.size(1), s.max_len_a, s.max_len_b)
+        args = (self.model, src, src_mask, self.bos_id, self.eos_id, max_len)
+        if s.sample:
+            samples = sample(*args, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                             n_samples=s.n_best, generator=generator)
+            return [sorted(hyps, key=lambda h: -h.score) for hyps in samples]
+        if s.beam_size == 1:
+            return [[h] for h in greedy(*args)]
+        return beam_search(*args, beam_size=s.beam_size, alpha=s.length_penalty, n_best=s.n_best)
+
+
+def _refuse_long(encoded: list[list[int]], limit: int) -> None:
+    """Strict mode: raise for the first input that needs truncating (the source also holds EOS)."""
+    for i, ids in enumerate(encoded):
+        if len(ids) >= limit:
+            raise InputTooLongError(i, len(ids), limit - 1)

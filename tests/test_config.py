@@ -49,6 +49,8 @@ def test_unknown_keys_are_rejected_at_every_level():
     ({"model": {"dropout": 1.0}}, "model.dropout"),
     ({"model": {"d_model": 100, "n_heads": 3}}, "model.n_heads"),
     ({"evaluate": {"beam_size": 0}}, "evaluate.beam_size"),
+    ({"evaluate": {"max_len_a": -1.0}}, "evaluate.max_len_a"),
+    ({"evaluate": {"max_len_b": 0}}, "evaluate.max_len_b"),
     ({"data": {"source": "github"}}, "data.source"),
     ({"train": {"max_steps": True}}, "train.max_steps"),
     ({"tracking": {"enabled": "yes"}}, "tracking.enabled"),

@@ -23,7 +23,7 @@ TINY = {
     "model": {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "max_len": 64},
     "train": {"max_steps": 40, "batch_tokens": 600, "warmup_steps": 10, "lr": 3e-3, "eval_every": 20,
               "eval_max_len": 16, "threads": 1},
-    "evaluate": {"max_len": 16, "n_examples": 3},
+    "evaluate": {"max_len_b": 16, "n_examples": 3},
 }
 
 
@@ -90,7 +90,7 @@ def test_second_repro_is_a_no_op(repo):
 
 def test_exported_model_loads_and_translates(repo):
     root, _ = repo
-    out = Translator.from_pretrained(root / "models/export", device="cpu").translate(["print x"], max_len=8)
+    out = Translator.from_pretrained(root / "models/export", device="cpu").translate(["print x"], max_len_b=8)
     assert isinstance(out[0].text, str)
 
 
