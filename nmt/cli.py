@@ -243,7 +243,14 @@ def check_metrics(
 
     from nmt.regression import metric_moves
 
-    proc = subprocess.run(["dvc", "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
+    import shutil
+
+    # The dvc installed beside this interpreter (the venv's), else whichever is on PATH.
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
+    if dvc is None:
+        fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
+    proc = subprocess.run([dvc, "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
     if proc.returncode != 0:
         fail(f"`dvc metrics diff` failed: {proc.stderr.strip()}")
     problems, compared = metric_moves(json.loads(proc.stdout or "{}"), tolerance)
