@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test ui lock clean
+.PHONY: install repro test bench ui lock clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ repro: install  ## run (or bring up to date) the whole DVC pipeline, then show i
 
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q
+
+bench: install  ## decoding speed ratios -> benchmarks/decode_results.json
+	$(BIN)/python -m benchmarks.decode_speed
 
 ui: install  ## browse the MLflow runs on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -31,9 +31,9 @@ def language_of(raw_dir: Path) -> str:
     return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
 
 
-def predict(translator: Translator, nl: list[str], params: Params) -> list[str]:
+def predict(translator: Translator, nl: list[str], params: Params, beam_size: int) -> list[str]:
     cfg = params.evaluate
-    out = translator.translate(nl, beam_size=cfg.beam_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
+    out = translator.translate(nl, beam_size=beam_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
                                length_penalty=cfg.length_penalty, batch_size=cfg.batch_size)
     return [t.text for t in out]
 
@@ -61,13 +61,17 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device)
-    predictions = predict(translator, nl, params)
+    predictions = predict(translator, nl, params, params.evaluate.beam_size)
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     scores = {
         "beam_size": params.evaluate.beam_size,
         **metrics.score(predictions, refs, language_of(paths.raw)),
     }
+    if params.evaluate.beam_size > 1:
+        # Greedy beside beam, so the report shows what the search adds.
+        greedy_scores = metrics.score(predict(translator, nl, params, 1), refs, language_of(paths.raw))
+        scores.update({f"greedy_{k}": v for k, v in greedy_scores.items() if k != "n"})
     base_scores = metrics.score(baseline, refs, language_of(paths.raw))
     scores.update({f"baseline_{k}": v for k, v in base_scores.items() if k != "n"})
 

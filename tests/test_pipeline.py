@@ -74,6 +74,8 @@ def test_repro_writes_every_declared_output(repo):
                 "baseline_bleu", "baseline_exact_match"):
         assert key in evaluation
     assert evaluation["n"] == 12
+    assert evaluation["beam_size"] > 1  # the shipped default decodes with beam search ...
+    assert {"greedy_bleu", "greedy_exact_match"} <= set(evaluation)  # ... and greedy stands beside it
     predictions = [json.loads(l) for l in (root / "data/eval/predictions.jsonl").read_text().splitlines()]
     test = [json.loads(l) for l in (root / "inputs/test.jsonl").read_text().splitlines()]
     assert [p["nl"] for p in predictions] == [t["nl"] for t in test]  # one per test pair, in test order
