@@ -23,9 +23,9 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def bleu_curve(steps: Sequence[int], bleu: Sequence[float], em: Sequence[float], path: Path,
                baseline_bleu: float | None = None) -> None:
-    """Dev BLEU and exact match (greedy decoding) against training steps."""
+    """Dev BLEU and exact match (real decoding, greedy by default) against training steps."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    ax.plot(steps, bleu, marker="o", label="dev BLEU (greedy)")
+    ax.plot(steps, bleu, marker="o", label="dev BLEU")
     ax.plot(steps, em, marker="s", label="dev exact match %")
     if baseline_bleu is not None:
         ax.axhline(baseline_bleu, linestyle="--", color="grey", label="retrieval baseline BLEU")

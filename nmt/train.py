@@ -1,8 +1,9 @@
 """Training: AdamW with warmup, label smoothing, clipping, accumulation; dev BLEU from real decoding.
 
 Every ``train.eval_every`` steps the dev split is scored twice: teacher-forced loss, and BLEU /
-exact match of *greedy decoding* (what a user would get, never the teacher-forced argmax). The
-checkpoint with the best dev BLEU is kept; patience stops a run that no longer improves.
+exact match of *real decoding* — greedy, or beam search when ``train.eval_beam_size`` > 1 — what
+a user would get, never the teacher-forced argmax. The checkpoint with the best dev BLEU is kept;
+patience stops a run that no longer improves.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nmt import metrics, plots
 from nmt.batching import Batch, collate, token_budget_batches
 from nmt.checkpoint import save_model
 from nmt.config import Params, TrainConfig, flatten, to_dict
-from nmt.decode import greedy
+from nmt.decode import beam_search, greedy
 from nmt.encode_data import TokenizedSplit
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
@@ -155,7 +156,7 @@ def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_t
 
 @torch.no_grad()
 def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig, device: torch.device) -> dict:
-    """Teacher-forced dev loss, then greedy decoding scored with BLEU and exact match."""
+    """Teacher-forced dev loss, then real decoding (greedy or beam) scored with BLEU and exact match."""
     model.eval()
     total_loss, total_tokens = 0.0, 0
     predictions: dict[int, str] = {}
@@ -165,7 +166,11 @@ def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConf
                         tok.pad_id, tok.bos_id, tok.eos_id, max_len).to(device)
         total_loss += batch_loss(model, batch, 0.0).item()
         total_tokens += batch.n_tokens
-        hyps = greedy(model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, cfg.eval_max_len)
+        if cfg.eval_beam_size == 1:
+            hyps = greedy(model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id, cfg.eval_max_len)
+        else:
+            hyps = [n_best[0] for n_best in beam_search(model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id,
+                                                        cfg.eval_max_len, beam_size=cfg.eval_beam_size)]
         for i, h in zip(indices, hyps):
             predictions[i] = tok.decode(h.tokens)
     model.train()

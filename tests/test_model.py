@@ -118,6 +118,9 @@ def test_tiny_model_overfits_a_handful_of_pairs_and_decodes_them_exactly():
     beam_out = beam_search(model, b.src, b.src_mask, BOS, EOS, 20, beam_size=4, n_best=2)
     assert [h[0].tokens for h in beam_out] == [t for _, t in pairs]
     assert all(len(h) == 2 and h[0].score >= h[1].score for h in beam_out)
+    # beam 1 is greedy on trained weights too (outputs that differ from row to row)
+    beam1 = beam_search(model, b.src, b.src_mask, BOS, EOS, 20, beam_size=1, alpha=0.0)
+    assert [h[0].tokens for h in beam1] == greedy_out
     # ... and the trained weights still decode the same with and without the cache
     assert greedy_out == uncached_greedy(model, b.src, b.src_mask, 20)
 
