@@ -239,11 +239,10 @@ def check_metrics(
     rev: Annotated[str, typer.Option(help="git revision holding the committed metrics")] = "HEAD",
 ) -> None:
     """Compare the workspace's metrics/ with the committed ones (`dvc metrics diff`); exit 1 on a move."""
+    import shutil
     import subprocess
 
     from nmt.regression import metric_moves
-
-    import shutil
 
     # The dvc installed beside this interpreter (the venv's), else whichever is on PATH.
     beside = Path(sys.executable).parent / "dvc"
@@ -261,6 +260,57 @@ def check_metrics(
     if problems:
         raise typer.Exit(1)
     print(f"{compared} metrics within {tolerance} of {rev}")
+
+
+@app.command()
+def runs(
+    last: Annotated[int, typer.Option("--last", "-n", min=1, help="how many of the newest runs")] = 10,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (default: mlflow.experiment of params.yaml)")] = None,
+    params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
+) -> None:
+    """Table of the newest training runs with key params and metrics, from the MLflow store."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nmt.tracking import RUN_COLUMNS, recent_runs, tracking_uri
+
+    try:
+        name = experiment or _experiment_name(params)
+        rows = recent_runs(name, last)
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    table = Table(title=f"MLflow experiment {name!r} ({tracking_uri()}), newest first")
+    for header, column in RUN_COLUMNS:
+        table.add_column(header, justify="right" if column.startswith(("metrics.", "params.train", "params.model")) else "left")
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=200).print(table)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 5000,
+    host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it private to this machine")] = "127.0.0.1",
+    params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
+) -> None:
+    """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
+    import os
+
+    from nmt.tracking import prepare_ui, tracking_uri, ui_url
+
+    try:
+        experiment_id = prepare_ui(_experiment_name(params))
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    print(f"MLflow UI for experiment {_experiment_name(params)!r}: {ui_url(host, port, experiment_id)}", flush=True)
+    mlflow = Path(sys.executable).parent / "mlflow"
+    os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)])
+
+
+def _experiment_name(params: Path) -> str:
+    from nmt.config import load_params
+
+    return load_params(params).mlflow.experiment
 
 
 if __name__ == "__main__":

@@ -160,20 +160,24 @@ class EvaluateConfig:
     n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
 
 
-# --------------------------------------------------------------------------- export / tracking
+# --------------------------------------------------------------------------- export / mlflow
 @dataclass
 class ExportConfig:
     """The self-contained model directory."""
 
-    name: str = opt("nmt-text2code", "model name used in the model card (and the MLflow registry)")
+    name: str = opt("nmt-text2code", "model name used in the model card and the MLflow model registry")
+    register: bool = opt(True, "log the exported model to MLflow as a pyfunc and register it under export.name (needs mlflow.enabled)")
 
 
 @dataclass
-class TrackingConfig:
-    """MLflow experiment tracking (MLFLOW_TRACKING_URI wins; else sqlite:///mlflow.db)."""
+class MlflowConfig:
+    """MLflow tracking: the store is MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db at the repo root."""
 
-    enabled: bool = opt(True, "log training runs to MLflow")
+    enabled: bool = opt(True, "log each training run (params, curves, system metrics, evaluation, model) to MLflow")
     experiment: str = opt("nmt", "MLflow experiment name")
+    required: bool = opt(True, "fail when the tracking store cannot be reached; false = warn and train without tracking")
+    system_metrics: bool = opt(True, "sample CPU, memory, disk, network (and GPU through NVML) during training")
+    system_metrics_interval_s: float = opt(5.0, "seconds between system metric samples", *positive)
 
 
 @dataclass
@@ -187,7 +191,7 @@ class Params:
     train: TrainConfig = section(TrainConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     export: ExportConfig = section(ExportConfig)
-    tracking: TrackingConfig = section(TrackingConfig)
+    mlflow: MlflowConfig = section(MlflowConfig)
 
 
 # --------------------------------------------------------------------------- loading
