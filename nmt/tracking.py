@@ -43,8 +43,14 @@ class TrackingError(NmtError):
     """The tracking store cannot be used (unreachable, or the run is not in it)."""
 
 
+def project_root() -> Path:
+    """The repository the store belongs to: DVC_ROOT under `dvc exp run` (whose queued and --temp
+    experiments run in a temporary copy), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+
+
 def tracking_uri(root: Path | None = None) -> str:
-    root = Path.cwd() if root is None else root
+    root = project_root() if root is None else root
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
@@ -188,7 +194,7 @@ class Run:
     def start(cls, cfg: MlflowConfig, root: Path | None = None, run_name: str | None = None) -> "Run":
         if not cfg.enabled:
             return cls()
-        root = Path.cwd() if root is None else root
+        root = project_root() if root is None else root
         _quiet_http_retries()
         uri = tracking_uri(root)
         try:
@@ -214,7 +220,7 @@ class Run:
         info = read_json(run_file)
         if not cfg.enabled or not info.get("run_id"):
             return cls()
-        root = Path.cwd() if root is None else root
+        root = project_root() if root is None else root
         _quiet_http_retries()
         uri = tracking_uri(root)
         try:
@@ -352,7 +358,7 @@ def recent_runs(experiment: str, limit: int, root: Path | None = None) -> list[d
 
     import mlflow
 
-    root = Path.cwd() if root is None else root
+    root = project_root() if root is None else root
     _quiet_http_retries()
     uri = tracking_uri(root)
     check_reachable(uri)
@@ -376,6 +382,6 @@ def recent_runs(experiment: str, limit: int, root: Path | None = None) -> list[d
 
 def prepare_ui(experiment: str, root: Path | None = None) -> str:
     """Create and tag the experiment so the UI opens it as model training; return its id."""
-    root = Path.cwd() if root is None else root
+    root = project_root() if root is None else root
     _set_store(root)
     return ensure_experiment(experiment, root)
