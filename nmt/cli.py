@@ -291,20 +291,40 @@ def runs(
 def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 5000,
     host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it private to this machine")] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the runs page in a browser when one is available")] = True,
     params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
 ) -> None:
     """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
-    import os
+    import subprocess
+    import time
+    import urllib.request
+    import webbrowser
 
     from nmt.tracking import prepare_ui, tracking_uri, ui_url
 
     try:
-        experiment_id = prepare_ui(_experiment_name(params))
+        name = _experiment_name(params)
+        url = ui_url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, prepare_ui(name))
     except NmtError as e:
         fail(str(e), e.exit_code)
-    print(f"MLflow UI for experiment {_experiment_name(params)!r}: {ui_url(host, port, experiment_id)}", flush=True)
     mlflow = Path(sys.executable).parent / "mlflow"
-    os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)])
+    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)])
+    try:
+        for _ in range(120):  # wait until it answers, then point the user (and a browser) at the runs page
+            if server.poll() is not None:
+                fail(f"mlflow ui exited with code {server.returncode} (is port {port} in use? try --port)", 1)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        print(f"MLflow UI, experiment {name!r}: {url}", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _experiment_name(params: Path) -> str:
