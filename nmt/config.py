@@ -104,7 +104,7 @@ class TokenizeConfig:
 # --------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
-    """The encoder-decoder Transformer (pre-LayerNorm, tied embeddings)."""
+    """The encoder-decoder Transformer (pre-LayerNorm, tied embeddings, optional copying)."""
 
     d_model: int = opt(256, "width of the residual stream", *positive)
     n_heads: int = opt(4, "attention heads (must divide d_model)", *positive)
@@ -114,6 +114,8 @@ class ModelConfig:
     dropout: float = opt(0.1, "dropout on residual branches, attention and embeddings", *fraction)
     positions: Literal["sinusoidal", "learned"] = opt("sinusoidal", "position encoding")
     max_len: int = opt(512, "longest source or target sequence the model accepts (tokens)", *positive)
+    copy: bool = opt(False, "pointer-generator (See et al. 2017): the decoder can copy source tokens "
+                            "(names, strings) into the output; the model then outputs log-probabilities")
 
     def validate(self) -> list[str]:
         if self.d_model % self.n_heads:

@@ -49,7 +49,7 @@ Source `{data_stats.get('source')}`; pairs per split: {json.dumps(splits)}.
 
 ## Model
 {m['enc_layers']}+{m['dec_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, d_ff {m['d_ff']},
-{m['positions']} positions, vocabulary {config['vocab_size']} (compact cl100k_base + 256 byte fallback),
+{m['positions']} positions{', pointer-generator copying' if m.get('copy') else ''}, vocabulary {config['vocab_size']} (compact cl100k_base + 256 byte fallback),
 {train.get('parameters', 0):,} parameters. Trained {train.get('steps')} steps; best dev BLEU
 {train.get('best_dev_bleu', 0):.2f} (greedy) at step {train.get('best_step')}.
 

@@ -102,7 +102,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torch.Tensor:
     """Summed (not averaged) token cross-entropy, so accumulation can divide by the step's tokens."""
-    logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+    # (B, T, V) logits, or log-probabilities for model.copy: cross_entropy's log_softmax takes either
+    logits = model(batch.src, batch.src_mask, batch.tgt_in)
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),  # (B*T, V)
         batch.tgt_out.reshape(-1),  # (B*T,)
