@@ -290,8 +290,9 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
             loss_tokens += step_tokens
             tokens_seen += step_tokens
             lr = scheduler.get_last_lr()[0]
+            # refresh=False: the bar redraws on its own schedule (every 30 s in a log file), not every step
             bar.set_postfix(loss=f"{loss_sum / loss_tokens:.3f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens_seen / train_time:.0f}")
+                            tok_s=f"{tokens_seen / train_time:.0f}", refresh=False)
             run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm),
                              "tok_s": step_tokens / step_time}, step)
 
