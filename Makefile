@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django test bench ui lock clean
+.PHONY: install repro django test bench ui serve lock clean
 
 install: $(STAMP)
 
@@ -33,8 +33,12 @@ test: install  ## run the test suite
 bench: install  ## decoding speed ratios -> benchmarks/decode_results.json
 	$(BIN)/python -m benchmarks.decode_speed
 
-ui: install  ## browse the MLflow runs on http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: install  ## MLflow UI on 127.0.0.1:5000, opening on this project's runs (prints the URL)
+	$(BIN)/nmt ui --port 5000
+
+serve: install  ## serve the registered champion model on 127.0.0.1:5001 (POST /invocations)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	$(BIN)/mlflow models serve -m models:/nmt-text2code@champion --env-manager local -h 127.0.0.1 -p 5001
 
 lock:  ## re-pin constraints.txt from the current .venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==.*/torch==2.13.0/' > constraints.txt

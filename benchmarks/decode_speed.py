@@ -43,7 +43,7 @@ def uncached_greedy(model: Transformer, src: torch.Tensor, src_mask: torch.Tenso
     memory = model.encode(src, src_mask)
     ys = torch.full((src.size(0), 1), 1, dtype=torch.long)
     for _ in range(steps):
-        nxt = model.decode(ys, memory, src_mask)[:, -1].argmax(-1)  # (B,)
+        nxt = model.decode(ys, memory, src_mask, src)[:, -1].argmax(-1)  # (B,)
         ys = torch.cat([ys, nxt[:, None]], dim=1)  # (B, t+1)
     return ys[:, 1:]
 

@@ -278,6 +278,7 @@ def check_metrics(
     rev: Annotated[str, typer.Option(help="git revision holding the committed metrics")] = "HEAD",
 ) -> None:
     """Compare the workspace's metrics/ with the committed ones (`dvc metrics diff`); exit 1 on a move."""
+    import shutil
     import subprocess
 
     from nmt.regression import metric_moves
@@ -297,6 +298,77 @@ def check_metrics(
     if problems:
         raise typer.Exit(1)
     print(f"{compared} metrics within {tolerance} of {rev}")
+
+
+@app.command()
+def runs(
+    last: Annotated[int, typer.Option("--last", "-n", min=1, help="how many of the newest runs")] = 10,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (default: mlflow.experiment of params.yaml)")] = None,
+    params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
+) -> None:
+    """Table of the newest training runs with key params and metrics, from the MLflow store."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nmt.tracking import RUN_COLUMNS, recent_runs, tracking_uri
+
+    try:
+        name = experiment or _experiment_name(params)
+        rows = recent_runs(name, last)
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    table = Table(title=f"MLflow experiment {name!r} ({tracking_uri()}), newest first")
+    for header, column in RUN_COLUMNS:
+        table.add_column(header, justify="right" if column.startswith(("metrics.", "params.train", "params.model")) else "left")
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=200).print(table)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 5000,
+    host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it private to this machine")] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the runs page in a browser when one is available")] = True,
+    params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
+) -> None:
+    """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
+    import subprocess
+    import time
+    import urllib.request
+    import webbrowser
+
+    from nmt.tracking import prepare_ui, tracking_uri, ui_url
+
+    try:
+        name = _experiment_name(params)
+        url = ui_url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, prepare_ui(name))
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)])
+    try:
+        for _ in range(120):  # wait until it answers, then point the user (and a browser) at the runs page
+            if server.poll() is not None:
+                fail(f"mlflow ui exited with code {server.returncode} (is port {port} in use? try --port)", 1)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        print(f"MLflow UI, experiment {name!r}: {url}", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _experiment_name(params: Path) -> str:
+    from nmt.config import load_params
+
+    return load_params(params).mlflow.experiment
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class TokenizeConfig:
 # --------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
-    """The encoder-decoder Transformer (pre-LayerNorm, tied embeddings)."""
+    """The encoder-decoder Transformer (pre-LayerNorm, tied embeddings, optional copying)."""
 
     d_model: int = opt(256, "width of the residual stream", *positive)
     n_heads: int = opt(4, "attention heads (must divide d_model)", *positive)
@@ -117,6 +117,8 @@ class ModelConfig:
     dropout: float = opt(0.1, "dropout on residual branches, attention and embeddings", *fraction)
     positions: Literal["sinusoidal", "learned"] = opt("sinusoidal", "position encoding")
     max_len: int = opt(512, "longest source or target sequence the model accepts (tokens)", *positive)
+    copy: bool = opt(False, "pointer-generator (See et al. 2017): the decoder can copy source tokens "
+                            "(names, strings) into the output; the model then outputs log-probabilities")
 
     def validate(self) -> list[str]:
         if self.d_model % self.n_heads:
@@ -191,20 +193,24 @@ def decoding_from_dict(raw: Any, prefix: str, problems: list[str]) -> dict[str, 
     return {key: getattr(cfg, key) for key in DECODING_KEYS if key in raw}
 
 
-# --------------------------------------------------------------------------- export / tracking
+# --------------------------------------------------------------------------- export / mlflow
 @dataclass
 class ExportConfig:
     """The self-contained model directory."""
 
-    name: str = opt("nmt-text2code", "model name used in the model card (and the MLflow registry)")
+    name: str = opt("nmt-text2code", "model name used in the model card and the MLflow model registry")
+    register: bool = opt(True, "log the exported model to MLflow as a pyfunc and register it under export.name (needs mlflow.enabled)")
 
 
 @dataclass
-class TrackingConfig:
-    """MLflow experiment tracking (MLFLOW_TRACKING_URI wins; else sqlite:///mlflow.db)."""
+class MlflowConfig:
+    """MLflow tracking: the store is MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db at the repo root."""
 
-    enabled: bool = opt(True, "log training runs to MLflow")
+    enabled: bool = opt(True, "log each training run (params, curves, system metrics, evaluation, model) to MLflow")
     experiment: str = opt("nmt", "MLflow experiment name")
+    required: bool = opt(True, "fail when the tracking store cannot be reached; false = warn and train without tracking")
+    system_metrics: bool = opt(True, "sample CPU, memory, disk, network (and GPU through NVML) during training")
+    system_metrics_interval_s: float = opt(5.0, "seconds between system metric samples", *positive)
 
 
 @dataclass
@@ -218,7 +224,7 @@ class Params:
     train: TrainConfig = section(TrainConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     export: ExportConfig = section(ExportConfig)
-    tracking: TrackingConfig = section(TrackingConfig)
+    mlflow: MlflowConfig = section(MlflowConfig)
 
     def validate(self) -> list[str]:
         if self.evaluate.rerank == "syntax" and self.data.source == "concode":

@@ -3,6 +3,11 @@
 All three decode incrementally with the model's KV cache, and all drop sequences (greedy,
 sampling) or sources (beam) that are finished from the batch, so finished work stops costing
 compute. Outputs are token ids without BOS/EOS.
+
+The model's next-token scores are logits, or log-probabilities for a copy model (``model.copy``).
+Every decoder only applies ``log_softmax`` / ``softmax`` to them (after dividing by a temperature
+or filtering, for sampling), which gives the same distributions either way: on log-probabilities
+log_softmax is the identity, and log p / T is a logit of p^(1/T) just as z / T is.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class Hypothesis:
     score: float
 
 
-# Next-token logits (b, V) -> chosen token ids (b,) and their log-probabilities (b,).
+# Next-token scores (b, V) (logits or log-probabilities) -> chosen token ids (b,) and their log-probabilities (b,).
 Picker = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -42,6 +47,7 @@ def length_limit(src_len: int, max_len_a: float, max_len_b: int) -> int:
 
 def _decode_rows(
     model: Transformer,
+    src: torch.Tensor,
     memory: torch.Tensor,
     src_mask: torch.Tensor,
     bos_id: int,
@@ -51,11 +57,12 @@ def _decode_rows(
 ) -> list[Hypothesis]:
     """Extend every row one token at a time with ``pick`` until it emits EOS or reaches ``max_len``.
 
-    Rows that emitted EOS leave the batch (memory, mask and cache). A hypothesis's score is the
-    sum of the log-probabilities ``pick`` returns for its tokens, EOS included.
+    Rows that emitted EOS leave the batch (memory, mask and cache, which holds the source ids
+    ``src`` a copy model needs). A hypothesis's score is the sum of the log-probabilities ``pick``
+    returns for its tokens, EOS included.
     """
     N = memory.size(0)
-    cache = model.new_cache()
+    cache = model.new_cache(src)
     tokens: list[list[int]] = [[] for _ in range(N)]
     scores = [0.0] * N
     rows = torch.arange(N, device=memory.device)  # which original rows are still decoding
@@ -93,7 +100,7 @@ def greedy(
 ) -> list[Hypothesis]:
     """Pick the most likely token at each step; (B, S) sources -> B hypotheses."""
     memory = model.encode(src, src_mask)  # (B, S, D)
-    return _decode_rows(model, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), _pick_best)
+    return _decode_rows(model, src, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), _pick_best)
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
@@ -170,8 +177,8 @@ def sample(
 
     B, n = src.size(0), n_samples
     memory = model.encode(src, src_mask).repeat_interleave(n, dim=0)  # (B*n, S, D)
-    src_mask = src_mask.repeat_interleave(n, dim=0)  # (B*n, S)
-    hyps = _decode_rows(model, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), pick)
+    src, src_mask = src.repeat_interleave(n, dim=0), src_mask.repeat_interleave(n, dim=0)  # (B*n, S)
+    hyps = _decode_rows(model, src, memory, src_mask, bos_id, eos_id, _check_len(model, max_len), pick)
     return [hyps[i * n : (i + 1) * n] for i in range(B)]
 
 
@@ -207,7 +214,7 @@ def beam_search(
     B, K, device = src.size(0), beam_size, src.device
     memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B*K, S, D)
     src_mask = src_mask.repeat_interleave(K, dim=0)  # (B*K, S)
-    cache = model.new_cache()
+    cache = model.new_cache(src.repeat_interleave(K, dim=0))  # (B*K, S) ids, reordered with the beams
     # Only beam 0 is live at the start, so the K beams do not all pick the same first token.
     beam_logp = torch.full((B, K), float("-inf"), device=device)
     beam_logp[:, 0] = 0.0

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from nmt import metrics, plots
 from nmt.config import Params
-from nmt.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
+from nmt.io import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+)
 from nmt.retrieval import RetrievalBaseline
+from nmt.tracking import Run
 from nmt.translator import Translation, Translator, rerank_candidates
 
 
@@ -23,6 +30,7 @@ class Paths:
     metrics: Path = Path("metrics/eval.json")
     examples_md: Path = Path("plots/examples.md")
     examples_png: Path = Path("plots/examples.png")
+    run_file: Path = Path("models/mlflow_run.json")
 
 
 def language_of(raw_dir: Path) -> str:
@@ -93,4 +101,10 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     atomic_write_text(paths.examples_md, markdown_table(rows))
     plots.examples_table(rows, paths.examples_png)
     atomic_write_json(paths.metrics, scores)
+    with Run.resume(paths.run_file, params.mlflow) as run:  # the training run: one run, the whole story
+        run.log_metrics({f"test_{k}": v for k, v in scores.items()})
+        run.log_table({"nl": nl, "reference": refs, "prediction": predictions, "baseline": baseline},
+                      "evaluation/predictions.json")
+        for artifact in (paths.examples_md, paths.examples_png):
+            run.log_artifact(artifact, "evaluation")
     return scores

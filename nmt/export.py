@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.checkpoint import read_model_config
 from nmt.config import Params, decoding_of, to_dict
 from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from nmt.tracking import Run, log_and_register_model
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Paths:
     train_metrics: Path = Path("metrics/train.json")
     eval_metrics: Path = Path("metrics/eval.json")
     out: Path = Path("models/export")
+    run_file: Path = Path("models/mlflow_run.json")
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -53,7 +56,7 @@ Source `{data_stats.get('source')}`; pairs per split: {json.dumps(splits)}.
 
 ## Model
 {m['enc_layers']}+{m['dec_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, d_ff {m['d_ff']},
-{m['positions']} positions, vocabulary {config['vocab_size']} (compact cl100k_base + 256 byte fallback),
+{m['positions']} positions{', pointer-generator copying' if m.get('copy') else ''}, vocabulary {config['vocab_size']} (compact cl100k_base + 256 byte fallback),
 {train.get('parameters', 0):,} parameters. Trained {train.get('steps')} steps; best dev BLEU
 {train.get('best_dev_bleu', 0):.2f} (greedy) at step {train.get('best_step')}.
 
@@ -91,4 +94,23 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
     atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
     atomic_write_text(paths.out / "README.md", card)
+    if params.export.register:
+        register(params, paths)
     return paths.out
+
+
+def register(params: Params, paths: Paths) -> None:
+    """Log the export as a pyfunc into the training run and register it (see nmt.tracking)."""
+    with Run.resume(paths.run_file, params.mlflow) as run:
+        if not run.enabled:
+            print("export: not registered in MLflow (no tracked training run)", file=sys.stderr)
+            return
+        cfg = params.evaluate
+        decode_defaults = {"beam_size": cfg.beam_size, "max_len_b": cfg.max_len_b, "length_penalty": cfg.length_penalty}
+        run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
+        result = log_and_register_model(paths.out, params.export.name, read_json(paths.eval_metrics)["bleu"],
+                                        decode_defaults)
+    verdict = ("is the new champion" if result["promoted"] else
+               f"stays behind champion v{result['champion_version']} (test BLEU {result['champion_test_bleu']:.2f})")
+    print(f"export: registered {result['name']} v{result['version']} ({result['model_uri']}); it {verdict}",
+          file=sys.stderr)

@@ -3,7 +3,8 @@
 Pre-LayerNorm blocks (Xiong et al. 2020: stable without a long warmup), attention through
 ``F.scaled_dot_product_attention`` (fused kernels where the device has them), one embedding
 table shared by source, target and the output projection (source and target share the
-tokenizer's vocabulary), sinusoidal or learned positions.
+tokenizer's vocabulary), sinusoidal or learned positions, and optionally (``model.copy``) a
+pointer-generator that copies source tokens into the output.
 
 Shapes: B batch, S source length, T target length, D d_model, nh heads, hs head size (D // nh),
 V vocabulary.
@@ -14,9 +15,15 @@ tokens, so no row is ever fully masked (a source always holds at least its EOS).
 self-attention needs only the causal mask: targets are right-padded, so a real position never
 sees a pad, and outputs at pad positions are ignored by the loss.
 
+Outputs. The decoder returns next-token *scores* (B, T, V): logits for the plain model, and
+log-probabilities for the copy model (``model.copy``, :class:`PointerGenerator`). ``log_softmax``
+maps both to the same log-probabilities (it is idempotent on log-probabilities), so the loss and
+every decoder treat the two alike.
+
 Incremental decoding keeps, per decoder layer, the self-attention keys/values of the tokens
 decoded so far (appended each step) and the cross-attention keys/values of the source
-(computed once). :meth:`Transformer.decode_step` consumes one new token per sequence.
+(computed once); the copy model adds one more entry with the source ids and the copy keys.
+:meth:`Transformer.decode_step` consumes one new token per sequence.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ import torch.nn.functional as F
 from nmt.config import ModelConfig
 
 LayerCache = dict[str, torch.Tensor]  # "k", "v" (self-attention, grows) and "ck", "cv" (cross, fixed)
+# One LayerCache per decoder layer; the copy model appends one for the pointer: "src" (the source
+# ids, given to new_cache) and "copy_k" (the copy keys, computed at the first step). All of them
+# hold one row per sequence, so select_cache reorders the pointer's entry with the layers'.
+Cache = list[LayerCache]
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -160,6 +171,91 @@ class DecoderLayer(nn.Module):
         return x + self.dropout(self.ff(self.ln_ff(x)))
 
 
+class PointerGenerator(nn.Module):
+    """Copy source tokens into the output: the pointer-generator of See et al. (2017).
+
+    From the final decoder state h_t (after ``ln_dec``) and the encoder memory m_s::
+
+        a_t      = softmax_s( q(h_t) . k(m_s) / sqrt(D) )       single head, padded s masked out
+        c_t      = sum_s a_ts m_s                                 the copy context
+        p_gen    = sigmoid( w . [h_t; c_t] + b )                  generate (1) or copy (0)
+        p_t(w)   = p_gen * softmax(logits_t)(w) + (1 - p_gen) * sum_{s: src_s = w} a_ts
+
+    Source and target share one vocabulary, so a source position points straight at a vocabulary
+    id: a word of the description (a variable name, a string) can be emitted even when the
+    generator gives it little probability. Returns log p_t, float32, (B, T, V).
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.gate = nn.Linear(2 * d_model, 1)
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.k(memory)  # (B, S, D): fixed while decoding, so cached once per source
+
+    def attention(self, h: torch.Tensor, keys: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """Copy attention a: (B, T, D) states, (B, S, D) keys, (B, S) mask -> (B, T, S), float32."""
+        # The mixture is done in float32: probabilities near 0 and 1 lose everything in half precision.
+        scores = (self.q(h) @ keys.transpose(1, 2)).float() / math.sqrt(h.size(-1))  # (B, T, S)
+        scores = scores.masked_fill(~src_mask[:, None, :], float("-inf"))  # pads: weight exactly 0
+        return scores.softmax(dim=-1)  # a source always holds its EOS, so no row is all -inf
+
+    def gate_logit(self, h: torch.Tensor, attn: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """The logit of p_gen: (B, T, D) states, (B, T, S) attention, (B, S, D) memory -> (B, T, 1)."""
+        context = attn.to(memory.dtype) @ memory  # (B, T, D)
+        return self.gate(torch.cat([h, context], dim=-1)).float()
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        logits: torch.Tensor,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        src: torch.Tensor,
+        src_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, T, D) states, (B, T, V) logits, (B, S, D) memory and keys, (B, S) ids and mask -> (B, T, V).
+
+        Computed in log space, and over the (B, T, V) tensor only log_softmax, one add and the
+        copy made by scatter_add: a dense mixture (in probability space, or logaddexp over all V)
+        costs several more passes over the largest tensor of the step, and log(0) for the many
+        tokens that are neither generated nor copied would need clamping. With
+        g(w) = log(p_gen softmax(logits)(w)) and, for a source id w, c(w) = log((1 - p_gen) * copy
+        mass of w):
+
+            log p(w) = logaddexp(g(w), c(w)) = g(w) + softplus(c(w) - g(w))   for w in the source
+            log p(w) = g(w)                                                     for the others
+
+        so the copy adds softplus(c - g) at the S source ids, once per distinct id. Where copying
+        dominates a token the generator all but rules out (c - g large) the sum rounds like its
+        larger term: about 1e-5 absolute error in log p when g ~ -80.
+        """
+        B, T, _ = logits.shape  # (B, T, V)
+        S = src.size(1)
+        attn = self.attention(h, keys, src_mask)  # (B, T, S)
+        gate = self.gate_logit(h, attn, memory)  # (B, T, 1)
+        generated = F.logsigmoid(gate) + F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+
+        # An id can stand at several source positions: its copy mass sums their attention, and
+        # only its first real position may add it to the output (scatter_add would add it again
+        # for every repeat). Padded positions hold no mass and add nothing whatever id they hold.
+        same = src[:, :, None] == src[:, None, :]  # (B, S, S), symmetric: positions s, s' hold one id
+        mass = attn @ same.to(attn.dtype)  # (B, T, S): mass[b, t, s] = sum of a_ts' over s' with src_s' = src_s
+        before = torch.ones(S, S, dtype=torch.bool, device=src.device).tril(-1)  # (S, S): s' < s
+        repeat = (same & before & src_mask[:, None, :]).any(dim=-1)  # (B, S): a real s' < s holds src_s
+        first = src_mask & ~repeat  # (B, S)
+
+        ids = src[:, None, :].expand(B, T, S)  # (B, T, S)
+        # The clamp keeps log finite where mass is 0 (padding): masked_fill then sends those
+        # positions a zero gradient, and 0 * d/dx log(x) at x = 0 would be NaN.
+        copied = F.logsigmoid(-gate) + mass.clamp_min(torch.finfo(mass.dtype).tiny).log()  # (B, T, S)
+        boost = F.softplus(copied - generated.gather(2, ids))  # (B, T, S)
+        boost = boost.masked_fill(~first[:, None, :], 0.0)
+        return generated.scatter_add(2, ids, boost)  # (B, T, V); adding 0 leaves repeats and pads exact
+
+
 def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
     """PE[p, 2i] = sin(p / 10000^(2i/D)), PE[p, 2i+1] = cos(p / 10000^(2i/D))  (Vaswani et al.)."""
     position = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
@@ -187,6 +283,7 @@ class Transformer(nn.Module):
         self.ln_enc = nn.LayerNorm(cfg.d_model)
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.ln_dec = nn.LayerNorm(cfg.d_model)
+        self.pointer = PointerGenerator(cfg.d_model) if cfg.copy else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -229,37 +326,73 @@ class Transformer(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(h, self.embed.weight)  # (B, T, V), tied to the embedding
 
-    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced decoder: (B, T) target prefix ids -> logits (B, T, V)."""
+    def scores(
+        self,
+        h: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        src: torch.Tensor | None,
+        copy_keys: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final decoder states (B, T, D) -> next-token scores (B, T, V): logits, or the copy
+        model's log-probabilities (which need the source ids ``src``)."""
+        logits = self.logits(h)
+        if self.pointer is None:
+            return logits
+        if src is None:
+            raise ValueError("a model with model.copy needs the source ids (src) to score its outputs")
+        keys = self.pointer.keys(memory) if copy_keys is None else copy_keys
+        return self.pointer(h, logits, memory, keys, src, src_mask)
+
+    def decode(
+        self,
+        tgt_in: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        src: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced decoder: (B, T) target prefix ids -> scores (B, T, V); ``src`` for model.copy."""
         memory_mask = key_padding_mask(src_mask)
         x = self.embed_tokens(tgt_in)
         for layer in self.decoder:
             x = layer(x, memory, memory_mask)
-        return self.logits(self.ln_dec(x))
+        return self.scores(self.ln_dec(x), memory, src_mask, src)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        return self.decode(tgt_in, self.encode(src, src_mask), src_mask)
+        return self.decode(tgt_in, self.encode(src, src_mask), src_mask, src)
 
     # ------------------------------------------------------------------ incremental decoding
-    def new_cache(self) -> list[LayerCache]:
-        return [{} for _ in self.decoder]
+    def new_cache(self, src: torch.Tensor | None = None) -> Cache:
+        """An empty cache for decoding the (B, S) sources ``src`` (required by model.copy, else unused)."""
+        cache: Cache = [{} for _ in self.decoder]
+        if self.pointer is not None:
+            if src is None:
+                raise ValueError("a model with model.copy needs the source ids: new_cache(src)")
+            cache.append({"src": src})  # (B, S); row i must be the source of row i of memory
+        return cache
 
     def decode_step(
         self,
         token: torch.Tensor,
         memory: torch.Tensor,
         src_mask: torch.Tensor,
-        cache: list[LayerCache],
+        cache: Cache,
     ) -> torch.Tensor:
-        """One decoding step: (B,) newest token ids -> next-token logits (B, V); updates ``cache``."""
+        """One decoding step: (B,) newest token ids -> next-token scores (B, V); updates ``cache``."""
         step = cache[0]["k"].size(2) if "k" in cache[0] else 0
         memory_mask = key_padding_mask(src_mask)
         x = self.embed_tokens(token[:, None], offset=step)  # (B, 1, D)
         for layer, layer_cache in zip(self.decoder, cache):
             x = layer(x, memory, memory_mask, cache=layer_cache)
-        return self.logits(self.ln_dec(x))[:, 0]  # (B, V)
+        src = copy_keys = None
+        if self.pointer is not None:
+            pointer_cache = cache[len(self.decoder)]  # the entry after the layers'
+            if "copy_k" not in pointer_cache:  # like the cross-attention keys: projected once per source
+                pointer_cache["copy_k"] = self.pointer.keys(memory)  # (B, S, D)
+            src, copy_keys = pointer_cache["src"], pointer_cache["copy_k"]
+        return self.scores(self.ln_dec(x), memory, src_mask, src, copy_keys)[:, 0]  # (B, V)
 
     @staticmethod
-    def select_cache(cache: list[LayerCache], index: torch.Tensor) -> list[LayerCache]:
+    def select_cache(cache: Cache, index: torch.Tensor) -> Cache:
         """Keep (and reorder) the batch rows ``index`` of every cached tensor (beam search, finished rows)."""
         return [{name: t.index_select(0, index) for name, t in layer.items()} for layer in cache]

@@ -15,7 +15,9 @@ import csv
 import io
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
 from nmt.placeholders import restore
 from nmt.tokenizer import Tokenizer
-from nmt.tracking import Run
+from nmt.tracking import Run, directory_sha256, environment_tags, git_tags
 
 CURVE_FIELDS = ["step", "train_loss", "dev_loss", "dev_bleu", "dev_exact_match", "lr"]
 
@@ -57,6 +59,11 @@ class Paths:
     @property
     def best_config(self) -> Path:
         return self.models / "best.json"
+
+    @property
+    def run_file(self) -> Path:
+        """The MLflow run id, handed to the evaluate and export stages."""
+        return self.models / "mlflow_run.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -100,7 +107,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torch.Tensor:
     """Summed (not averaged) token cross-entropy, so accumulation can divide by the step's tokens."""
-    logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+    # (B, T, V) logits, or log-probabilities for model.copy: cross_entropy's log_softmax takes either
+    logits = model(batch.src, batch.src_mask, batch.tgt_in)
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),  # (B*T, V)
         batch.tgt_out.reshape(-1),  # (B*T,)
@@ -219,8 +227,32 @@ def write_outputs(paths: Paths, history: History, summary: dict) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM (a scheduler stopping the job, `kill`) into SystemExit(143), like Ctrl-C's 130.
+
+    The exception unwinds through the loop, so the MLflow run is marked KILLED, not left RUNNING.
+    """
+    def handler(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def train(params: Params, paths: Paths = Paths()) -> dict:
-    """Train a model on ``paths.data``; write the best checkpoint, metrics, curve and plot."""
+    """Train a model on ``paths.data``; write the best checkpoint, metrics, curve and plot.
+
+    The MLflow run is opened first, so an unreachable tracking store fails the stage before any
+    work; its id goes to ``paths.run_file`` for the evaluate and export stages.
+    """
+    raise_on_sigterm()
+    run = Run.start(params.mlflow)
+    with run:
+        summary = _train(params, paths, run)
+    return summary
+
+
+def _train(params: Params, paths: Paths, run: Run) -> dict:
     cfg = params.train
     seed_everything(params.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -241,9 +273,10 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     batches = iter(Batches(train_split, tok, cfg, params.model.max_len, params.seed))
 
-    run = Run(params.tracking.enabled, params.tracking.experiment)
+    run.write_run_file(paths.run_file)
     run.log_params(flatten(to_dict(params)))
-    run.set_tags({"data.source": params.data.source, "device": str(device), "torch": torch.__version__})
+    run.set_tags({**git_tags(Path.cwd()), **environment_tags(device), "data.source": params.data.source,
+                  "data.sha256": directory_sha256(paths.data), "parameters": model.num_parameters()})
 
     history = History()
     best = {"dev_bleu": -1.0, "dev_exact_match": 0.0, "step": 0}
@@ -253,7 +286,6 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    status = "FAILED"
     try:
         for step in bar:
             t0 = time.perf_counter()
@@ -271,13 +303,16 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
             scheduler.step()
             if ema:
                 ema.update(model)
-            train_time += time.perf_counter() - t0
+            step_time = time.perf_counter() - t0
+            train_time += step_time
             loss_tokens += step_tokens
             tokens_seen += step_tokens
             lr = scheduler.get_last_lr()[0]
+            # refresh=False: the bar redraws on its own schedule (every 30 s in a log file), not every step
             bar.set_postfix(loss=f"{loss_sum / loss_tokens:.3f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens_seen / train_time:.0f}")
-            run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm)}, step)
+                            tok_s=f"{tokens_seen / train_time:.0f}", refresh=False)
+            run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm),
+                             "tok_s": step_tokens / step_time}, step)
 
             if step % cfg.eval_every and step != cfg.max_steps:
                 continue
@@ -285,7 +320,7 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
             row = {"step": step, "train_loss": loss_sum / loss_tokens, "lr": lr, **scores}
             history.rows.append(row)
             loss_sum, loss_tokens = 0.0, 0
-            run.log_metrics({k: v for k, v in row.items() if k != "step"} | {"tok_s": tokens_seen / train_time}, step)
+            run.log_metrics({k: v for k, v in scores.items()}, step)
             bar.write(f"step {step}: dev loss {scores['dev_loss']:.3f}  BLEU {scores['dev_bleu']:.2f}  "
                       f"EM {scores['dev_exact_match']:.2f}")
             if scores["dev_bleu"] > best["dev_bleu"]:
@@ -298,14 +333,8 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
                 if cfg.patience and evals_without_gain >= cfg.patience:
                     bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
                     break
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
     finally:
         bar.close()
-        if status != "FINISHED":
-            run.end(status)
 
     summary = {
         "best_dev_bleu": best["dev_bleu"],
@@ -316,12 +345,10 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
         "train_seconds": round(train_time, 1),
         "train_tokens_per_s": round(tokens_seen / train_time),
         "parameters": model.num_parameters(),
+        "mlflow_run_id": run.run_id or "",
     }
     write_outputs(paths, history, summary)
-    run.log_metrics({"best_dev_bleu": best["dev_bleu"], "best_dev_exact_match": best["dev_exact_match"]})
-    for artifact in ("params.yaml", "dvc.lock"):
+    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    for artifact in (Path("params.yaml"), paths.metrics / "train_curve.csv", paths.plots / "bleu.png", paths.best_config):
         run.log_artifact(artifact)
-    for artifact in (paths.metrics / "train_curve.csv", paths.plots / "bleu.png", paths.best_weights, paths.best_config):
-        run.log_artifact(artifact)
-    run.end("FINISHED")
     return summary

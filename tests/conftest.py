@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,3 +61,55 @@ def tiny_export(tmp_path_factory) -> Path:
     save_model(model, out / "model.safetensors", out / "config.json", tok.bos_id, tok.eos_id)
     tok.save(out / "tokenizer.json")
     return out
+
+
+# --------------------------------------------------------------------------- a real DVC repo
+TINY = {
+    "data": {"source": "jsonl", "max_code_tokens": 64},
+    "tokenize": {"min_freq": 1},
+    "model": {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "max_len": 64},
+    "train": {"max_steps": 40, "batch_tokens": 600, "warmup_steps": 10, "lr": 3e-3, "eval_every": 20,
+              "eval_max_len": 16, "threads": 1},
+    "evaluate": {"max_len_b": 16, "n_examples": 3},
+    "mlflow": {"system_metrics_interval_s": 1.0},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("nmt", "pipeline"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    inputs = root / "inputs"
+    for split, n, seed in (("train", 120, 0), ("dev", 12, 1), ("test", 12, 2)):
+        write_jsonl(inputs / f"{split}.jsonl", synthetic_pairs(n, seed))
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params["data"]["jsonl"] = {s: f"inputs/{s}.jsonl" for s in ("train", "dev", "test")}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
+    run(["git", "init", "-q"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "pipeline"], root, env)
+    run(["dvc", "repro"], root, env)
+    return root, env
+
+

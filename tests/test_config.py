@@ -53,7 +53,7 @@ def test_unknown_keys_are_rejected_at_every_level():
     ({"evaluate": {"max_len_b": 0}}, "evaluate.max_len_b"),
     ({"data": {"source": "github"}}, "data.source"),
     ({"train": {"max_steps": True}}, "train.max_steps"),
-    ({"tracking": {"enabled": "yes"}}, "tracking.enabled"),
+    ({"mlflow": {"enabled": "yes"}}, "mlflow.enabled"),
     ({"train": {"lr": float("nan")}}, "train.lr"),
     ({"data": {"source": "jsonl"}}, "data.jsonl.train"),
     ({"tokenize": {"string_placeholders": "yes"}}, "tokenize.string_placeholders"),

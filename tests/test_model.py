@@ -17,10 +17,10 @@ from nmt.model import Transformer
 V, PAD, BOS, EOS = 40, 0, 1, 2
 
 
-def tiny(positions: str = "sinusoidal", dropout: float = 0.0, seed: int = 0) -> Transformer:
+def tiny(positions: str = "sinusoidal", dropout: float = 0.0, seed: int = 0, copy: bool = False) -> Transformer:
     torch.manual_seed(seed)
     cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=2, dec_layers=2, d_ff=64, dropout=dropout,
-                      positions=positions, max_len=64)
+                      positions=positions, max_len=64, copy=copy)
     return Transformer(cfg, V, PAD).eval()
 
 
@@ -31,9 +31,10 @@ def random_batch(seed: int = 1, n: int = 5):
     return srcs, tgts, collate(srcs, tgts, PAD, BOS, EOS, 64)
 
 
+@pytest.mark.parametrize("copy", [False, True])
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
-def test_decoder_output_at_t_ignores_later_target_tokens(positions):
-    model = tiny(positions)
+def test_decoder_output_at_t_ignores_later_target_tokens(positions, copy):
+    model = tiny(positions, copy=copy)
     _, _, b = random_batch()
     t = 3
     changed = b.tgt_in.clone()
@@ -46,8 +47,9 @@ def test_decoder_output_at_t_ignores_later_target_tokens(positions):
     assert not torch.allclose(later, model(b.src, b.src_mask, b.tgt_in)[:, t + 1 :])  # the test can see a change
 
 
-def test_outputs_ignore_what_sits_in_padded_source_positions():
-    model = tiny()
+@pytest.mark.parametrize("copy", [False, True])
+def test_outputs_ignore_what_sits_in_padded_source_positions(copy):
+    model = tiny(copy=copy)
     _, _, b = random_batch()
     assert (~b.src_mask).any(), "the batch must contain padding for this test to mean anything"
     garbage = b.src.masked_fill(~b.src_mask, 7)  # real ids where the mask says padding
@@ -57,14 +59,15 @@ def test_outputs_ignore_what_sits_in_padded_source_positions():
     assert not torch.allclose(unmasked, model(b.src, b.src_mask, b.tgt_in))
 
 
+@pytest.mark.parametrize("copy", [False, True])
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
-def test_incremental_decoding_matches_full_decoder(positions):
-    model = tiny(positions)
+def test_incremental_decoding_matches_full_decoder(positions, copy):
+    model = tiny(positions, copy=copy)
     _, _, b = random_batch()
     with torch.no_grad():
         memory = model.encode(b.src, b.src_mask)
-        full = model.decode(b.tgt_in, memory, b.src_mask)  # (B, T, V)
-        cache = model.new_cache()
+        full = model.decode(b.tgt_in, memory, b.src_mask, b.src)  # (B, T, V)
+        cache = model.new_cache(b.src)
         steps = torch.stack([model.decode_step(b.tgt_in[:, t], memory, b.src_mask, cache)
                              for t in range(b.tgt_in.size(1))], dim=1)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
@@ -78,7 +81,7 @@ def uncached_greedy(model: Transformer, src, src_mask, max_len: int) -> list[lis
         memory = model.encode(s, m)
         ys = [BOS]
         for _ in range(max_len):
-            nxt = int(model.decode(torch.tensor([ys]), memory, m)[0, -1].argmax())
+            nxt = int(model.decode(torch.tensor([ys]), memory, m, s)[0, -1].argmax())
             if nxt == EOS:
                 break
             ys.append(nxt)
@@ -86,9 +89,10 @@ def uncached_greedy(model: Transformer, src, src_mask, max_len: int) -> list[lis
     return out
 
 
+@pytest.mark.parametrize("copy", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cached_greedy_equals_uncached_greedy_on_random_weights(seed):
-    model = tiny(seed=seed)
+def test_cached_greedy_equals_uncached_greedy_on_random_weights(seed, copy):
+    model = tiny(seed=seed, copy=copy)
     _, _, b = random_batch(seed)
     with torch.no_grad():
         cached = [h.tokens for h in greedy(model, b.src, b.src_mask, BOS, EOS, 12)]
@@ -125,8 +129,9 @@ def test_tiny_model_overfits_a_handful_of_pairs_and_decodes_them_exactly():
     assert greedy_out == uncached_greedy(model, b.src, b.src_mask, 20)
 
 
-def test_beam_of_one_equals_greedy_token_for_token():
-    model = tiny(seed=5)
+@pytest.mark.parametrize("copy", [False, True])
+def test_beam_of_one_equals_greedy_token_for_token(copy):
+    model = tiny(seed=5, copy=copy)
     _, _, b = random_batch(seed=5, n=7)
     g = greedy(model, b.src, b.src_mask, BOS, EOS, 15)
     bs = beam_search(model, b.src, b.src_mask, BOS, EOS, 15, beam_size=1, alpha=0.0)
@@ -143,7 +148,7 @@ class MarkovModel:
     def encode(self, src, src_mask):
         return torch.zeros(src.size(0), 1, 1)
 
-    def new_cache(self):
+    def new_cache(self, src=None):
         return [{}]
 
     def decode_step(self, token, memory, src_mask, cache):

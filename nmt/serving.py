@@ -1,0 +1,56 @@
+"""The exported model as an MLflow pyfunc: descriptions in, code out, behind `mlflow models serve`.
+
+The export stage logs it as a *model from code* (``nmt/mlflow_model.py``, no pickle): the logged
+artifact holds the export directory (weights, config, tokenizer), the ``nmt`` package and pinned
+requirements, so ``mlflow models serve -m models:/nmt-text2code@champion`` needs nothing else.
+
+A request is a list of ``{"nl": "..."}`` objects (checked against the ``Description`` type hint:
+a missing ``nl`` or a value that is not a string is refused before the model runs); the answer is
+one string per object. Decoding options go in ``params``, defaulting to those of the evaluate stage::
+
+    curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+         -d '{"inputs": [{"nl": "return the absolute value of x"}], "params": {"beam_size": 4}}'
+    {"predictions": ["return abs ( x )"]}
+
+Every bad request (not JSON, no ``inputs``, a wrong key, an empty list, a non-string, an
+out-of-range param) gets a 400 with MLflow's INVALID_PARAMETER_VALUE and a message naming it.
+"""
+
+# No `from __future__ import annotations`: MLflow reads predict's type hints as real objects.
+from typing import Any
+
+import mlflow.pyfunc
+import pydantic
+from mlflow.exceptions import MlflowException
+
+# Decoding options a request may set in "params"; their defaults are recorded at export time.
+DECODE_PARAMS = {"beam_size": int, "max_len_b": int, "length_penalty": float}
+EXAMPLE = "return the absolute value of x"
+
+
+class Description(pydantic.BaseModel):
+    """One input: the natural-language description to translate."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    nl: str
+
+
+class TranslatorModel(mlflow.pyfunc.PythonModel):
+    """A :class:`~nmt.translator.Translator` loaded from the logged export directory."""
+
+    def load_context(self, context) -> None:
+        from nmt.translator import Translator
+
+        self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
+
+    def predict(self, context, model_input: list[Description], params: dict[str, Any] | None = None) -> list[str]:
+        if not model_input:
+            raise MlflowException.invalid_parameter_value(
+                f'no descriptions to translate: send at least one, e.g. {{"inputs": [{{"nl": "{EXAMPLE}"}}]}}'
+            )
+        settings = {k: DECODE_PARAMS[k](v) for k, v in (params or {}).items() if k in DECODE_PARAMS}
+        try:
+            translations = self.translator.translate([d.nl for d in model_input], **settings)
+        except ValueError as e:  # a bad decoding option, named by the Translator
+            raise MlflowException.invalid_parameter_value(f"bad params: {e}") from e
+        return [t.text for t in translations]
