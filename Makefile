@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test bench ui serve lock clean
+.PHONY: install repro django test bench ui serve lock clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 repro: install  ## run (or bring up to date) the whole DVC pipeline, then show its metrics
 	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+# `make django EXP_ARGS=-f` runs it again (overwriting the experiment); any `dvc exp run` option fits.
+EXP_ARGS ?=
+django: install  ## the Django recipe (recipes/django.yaml) as the DVC experiment `django`, then its metrics
+	$(BIN)/python -m nmt.recipes django --run $(EXP_ARGS)
 	$(BIN)/dvc metrics show
 
 test: install  ## run the test suite

@@ -9,14 +9,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nmt.config import ModelConfig, _build, to_dict
+from nmt.config import ModelConfig, _build, decoding_from_dict, to_dict
 from nmt.errors import ModelFileError
 from nmt.io import atomic_path, atomic_write_json, read_json
 from nmt.model import Transformer
 
 FORMAT = "nmt-model"
 VERSION = 1
-CONFIG_KEYS = {"format", "version", "model", "vocab_size", "pad_id", "bos_id", "eos_id", "info"}
+CONFIG_KEYS = {"format", "version", "model", "vocab_size", "pad_id", "bos_id", "eos_id", "info", "decoding"}
+OPTIONAL_KEYS = {"info", "decoding"}  # decoding: the export's decoding defaults (nmt.config.DECODING_KEYS)
 
 
 def save_model(model: Transformer, weights_path: Path, config_path: Path, bos_id: int, eos_id: int,
@@ -45,13 +46,15 @@ def read_model_config(config_path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ModelFileError(f"{config_path}: not an nmt model config (expected \"format\": \"{FORMAT}\")")
     unknown = set(raw) - CONFIG_KEYS
-    missing = CONFIG_KEYS - set(raw) - {"info"}
+    missing = CONFIG_KEYS - set(raw) - OPTIONAL_KEYS
     if unknown or missing:
         raise ModelFileError(f"{config_path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     if raw["version"] != VERSION:
         raise ModelFileError(f"{config_path}: version {raw['version']!r}, this nmt reads version {VERSION}")
     problems: list[str] = []
     raw["model"] = _build(ModelConfig, raw["model"], "model.", problems)
+    if "decoding" in raw:
+        raw["decoding"] = decoding_from_dict(raw["decoding"], "decoding.", problems)
     for key in ("vocab_size", "pad_id", "bos_id", "eos_id"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0:
             problems.append(f"{key}: expected a non-negative integer, got {raw[key]!r}")

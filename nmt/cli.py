@@ -17,9 +17,14 @@ from nmt.stage import fail
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Translate natural language into code with a from-scratch Transformer.")
 
+# Decoding options left out take the model directory's defaults (config.json "decoding", written
+# by the export stage from params.yaml's evaluate section), else the built-in ones.
+MODEL_DEFAULT = "; default: the model's (config.json 'decoding'), else "
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="exported model directory")]
-BeamOpt = Annotated[int, typer.Option("--beam", min=1, help="beam width (1 = greedy)")]
-MaxLenOpt = Annotated[int, typer.Option("--max-len", min=1, help="longest output, in tokens (max_len_b)")]
+BeamOpt = Annotated[Optional[int], typer.Option("--beam", min=1, show_default=False,
+                                                help=f"beam width (1 = greedy){MODEL_DEFAULT}1")]
+MaxLenOpt = Annotated[Optional[int], typer.Option("--max-len", min=1, show_default=False,
+                                                  help=f"longest output, in tokens (max_len_b){MODEL_DEFAULT}200")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="inputs decoded together")]
 PROGRESS_MIN_INPUTS = 64  # fewer inputs than this: no progress bar
@@ -43,10 +48,27 @@ def _probability(value: float) -> float:
     return value
 
 
-MaxLenAOpt = Annotated[float, typer.Option("--max-len-a", callback=_non_negative,
-                                           help="longest output = a * source tokens + --max-len")]
-LpOpt = Annotated[float, typer.Option("--length-penalty", callback=_non_negative,
-                                      help="GNMT alpha for beam search (>= 0)")]
+def _optional(check):
+    return lambda value: None if value is None else check(value)
+
+
+def _rerank(value: Optional[str]) -> Optional[str]:
+    from nmt.config import RERANK_CHOICES
+
+    if value is not None and value not in RERANK_CHOICES:
+        raise typer.BadParameter(f"must be one of {', '.join(RERANK_CHOICES)}, got {value!r}")
+    return value
+
+
+MaxLenAOpt = Annotated[Optional[float], typer.Option(
+    "--max-len-a", callback=_optional(_non_negative), show_default=False,
+    help=f"longest output = a * source tokens + --max-len{MODEL_DEFAULT}0")]
+LpOpt = Annotated[Optional[float], typer.Option(
+    "--length-penalty", callback=_optional(_non_negative), show_default=False,
+    help=f"GNMT alpha for beam search (>= 0){MODEL_DEFAULT}0.6")]
+RerankOpt = Annotated[Optional[str], typer.Option(
+    "--rerank", callback=_rerank, show_default=False,
+    help=f"none, or syntax: the best hypothesis of the beam that is valid Python{MODEL_DEFAULT}none")]
 
 
 def _load(model: Path, device: str):
@@ -93,16 +115,25 @@ def _read_inputs(texts: list[str] | None, input_file: Path | None, jsonl: bool) 
     return Inputs(lines, [f"{source} line {n}" for n in range(1, len(lines) + 1)])
 
 
-def _check_decoding_options(beam: int, n_best: int, sample: bool, sampling: dict[str, bool]) -> None:
-    """Exit 2 naming the option when options do not go together; ``sampling``: option -> was it set."""
-    if sample and beam != 1:
+def _check_decoding_options(beam: Optional[int], n_best: int, sample: bool, sampling: dict[str, bool]) -> None:
+    """Exit 2 naming the option when options do not go together; ``sampling``: option -> was it set.
+
+    ``beam`` None: not given (the model's default; :func:`_check_n_best` checks it once loaded).
+    """
+    if sample and beam not in (None, 1):
         fail(f"--beam ({beam}) does not apply with --sample: --n-best sets how many samples to draw")
-    if not sample and n_best > beam:
+    if not sample and beam is not None and n_best > beam:
         fail(f"--n-best ({n_best}) must not exceed --beam ({beam})")
     if not sample:
         for name, given in sampling.items():
             if given:
                 fail(f"{name} only applies with --sample")
+
+
+def _check_n_best(translator, n_best: int, sample: bool) -> None:
+    beam = translator.decoding["beam_size"]
+    if not sample and n_best > beam:
+        fail(f"--n-best ({n_best}) must not exceed --beam ({beam}, the model's default; pass --beam)")
 
 
 def _progress(total: int):
@@ -137,7 +168,7 @@ def generate(
         "--input", exists=True, dir_okay=False, help="read inputs from this file instead of stdin")] = None,
     jsonl: Annotated[bool, typer.Option(
         "--jsonl", help='inputs are JSON lines {"nl": ...}; print each object with "code", "score", "n_best"')] = False,
-    beam: BeamOpt = 1,
+    beam: BeamOpt = None,
     n_best: Annotated[int, typer.Option("--n-best", min=1,
                                         help="hypotheses per input (<= --beam), or samples with --sample")] = 1,
     sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy / beam search")] = False,
@@ -148,9 +179,10 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p", callback=_probability,
                                          help="--sample: nucleus, smallest set with this mass, in (0, 1]")] = 1.0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="--sample: seed, for repeatable samples")] = None,
-    max_len: MaxLenOpt = 200,
-    max_len_a: MaxLenAOpt = 0.0,
-    length_penalty: LpOpt = 0.6,
+    max_len: MaxLenOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    length_penalty: LpOpt = None,
+    rerank: RerankOpt = None,
     device: DeviceOpt = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="an input too long for the model is an error (exit 2), "
                                                           "not truncated with a warning")] = False,
@@ -165,11 +197,13 @@ def generate(
     try:
         inputs = _read_inputs(texts, input_file, jsonl)
         translator = _load(model, device)
+        if beam is None:
+            _check_n_best(translator, n_best, sample)
         with _progress(len(inputs.texts)) as bar:
             results = translator.translate(
                 inputs.texts, beam_size=beam, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len,
                 length_penalty=length_penalty, batch_size=batch_size, sample=sample, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update)
+                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update, rerank=rerank)
     except InputTooLongError as e:
         fail(f"{inputs.labels[e.index]}: {e.n_tokens} tokens, more than the model accepts ({e.limit}); "
              "without --strict it would be truncated")
@@ -186,15 +220,20 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", help="JSON lines with 'nl' and 'code'")],
     model: ModelOpt = Path("models/export"),
     output: Annotated[Optional[Path], typer.Option("--output", help="write predictions here (JSON lines)")] = None,
-    beam: BeamOpt = 1,
-    max_len: MaxLenOpt = 200,
-    max_len_a: MaxLenAOpt = 0.0,
-    length_penalty: LpOpt = 0.6,
+    beam: BeamOpt = None,
+    max_len: MaxLenOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    length_penalty: LpOpt = None,
+    rerank: RerankOpt = None,
     language: Annotated[str, typer.Option(help="python (adds syntax_valid), java or unknown")] = "python",
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 64,
 ) -> None:
-    """Score a model on any {"nl", "code"} file; print the metrics as JSON."""
+    """Score a model on any {"nl", "code"} file; print the metrics as JSON.
+
+    Decodes as the model directory says (config.json "decoding": the pipeline's own settings) unless
+    an option is given.
+    """
     from nmt import metrics
     from nmt.io import atomic_write_jsonl, read_jsonl
 
@@ -205,7 +244,7 @@ def evaluate(
         translator = _load(model, device)
         translations = translator.translate([r["nl"] for r in rows], beam_size=beam, max_len_a=max_len_a,
                                             max_len_b=max_len, length_penalty=length_penalty,
-                                            batch_size=batch_size)
+                                            batch_size=batch_size, rerank=rerank)
     except NmtError as e:
         fail(str(e), e.exit_code)
     preds = [t.text for t in translations]
@@ -243,10 +282,9 @@ def check_metrics(
     import subprocess
 
     from nmt.regression import metric_moves
+    from nmt.stage import find_dvc
 
-    # The dvc installed beside this interpreter (the venv's), else whichever is on PATH.
-    beside = Path(sys.executable).parent / "dvc"
-    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
+    dvc = find_dvc()
     if dvc is None:
         fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
     proc = subprocess.run([dvc, "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)

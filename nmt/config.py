@@ -99,6 +99,9 @@ class TokenizeConfig:
 
     min_freq: int = opt(2, "keep a cl100k token if it occurs at least this often in the training split", *positive)
     max_vocab: int = opt(8000, "at most this many cl100k tokens (bytes and specials come on top)", *positive)
+    string_placeholders: bool = opt(False, "replace quoted literals of the description, and the same literals in "
+                                           "the code, by _STR:0_, _STR:1_ ... (restored after decoding; "
+                                           "recorded in the tokenizer file)")
 
 
 # --------------------------------------------------------------------------- model
@@ -145,11 +148,17 @@ class TrainConfig:
     eval_max_len: int = opt(160, "longest decode during dev evaluation (tokens)", *positive)
     eval_beam_size: int = opt(1, "beam width of the dev decode (1 = greedy, the fast default)", *positive)
     patience: int = opt(0, "stop after this many evaluations without a better dev BLEU (0 = never)", *non_negative)
+    ema_decay: float = opt(0.0, "exponential moving average of the weights, used for dev scores and the saved "
+                                "checkpoint (0 = off; e.g. 0.999)", *fraction)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "where to train; auto = cuda when available")
     threads: int = opt(0, "CPU threads for torch (0 = torch's default)", *non_negative)
 
 
 # --------------------------------------------------------------------------- evaluate
+Rerank = Literal["none", "syntax"]
+RERANK_CHOICES: tuple[str, ...] = typing.get_args(Rerank)
+
+
 @dataclass
 class EvaluateConfig:
     """Decoding the test split and scoring it against the retrieval baseline."""
@@ -158,8 +167,30 @@ class EvaluateConfig:
     length_penalty: float = opt(0.6, "GNMT length penalty alpha used by beam search", *non_negative)
     max_len_a: float = opt(0.0, "longest output grows by this many tokens per source token (fairseq's max_len_a)", *non_negative)
     max_len_b: int = opt(200, "longest output = max_len_a * source tokens + max_len_b (capped by model.max_len)", *positive)
+    rerank: Rerank = opt("none", "syntax: output the best-scoring hypothesis of the beam that is valid Python "
+                                 "(else the best one)")
     batch_size: int = opt(64, "sources decoded together", *positive)
     n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
+
+
+# The evaluate options that say how to decode: the export records them (config.json "decoding"),
+# and `nmt generate` / `nmt evaluate` use them unless told otherwise.
+DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank")
+
+
+def decoding_of(cfg: EvaluateConfig) -> dict[str, Any]:
+    return {key: getattr(cfg, key) for key in DECODING_KEYS}
+
+
+def decoding_from_dict(raw: Any, prefix: str, problems: list[str]) -> dict[str, Any]:
+    """Validate a (possibly partial) decoding mapping with the evaluate section's types and ranges."""
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {raw!r}")
+        return {}
+    problems.extend(f"{prefix}{key}: unknown key (known keys here: {', '.join(DECODING_KEYS)})"
+                    for key in raw if key not in DECODING_KEYS)
+    cfg = _build(EvaluateConfig, {k: v for k, v in raw.items() if k in DECODING_KEYS}, prefix, problems)
+    return {key: getattr(cfg, key) for key in DECODING_KEYS if key in raw}
 
 
 # --------------------------------------------------------------------------- export / mlflow
@@ -194,6 +225,11 @@ class Params:
     evaluate: EvaluateConfig = section(EvaluateConfig)
     export: ExportConfig = section(ExportConfig)
     mlflow: MlflowConfig = section(MlflowConfig)
+
+    def validate(self) -> list[str]:
+        if self.evaluate.rerank == "syntax" and self.data.source == "concode":
+            return ["evaluate.rerank: 'syntax' keeps valid *Python*, but data.source 'concode' is Java"]
+        return []
 
 
 # --------------------------------------------------------------------------- loading

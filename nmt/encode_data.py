@@ -9,6 +9,11 @@ Outputs in ``out_dir``:
   ``tgt_offsets`` (int64, n+1 entries: pair ``i`` is ``src[src_offsets[i]:src_offsets[i+1]]``).
 - ``stats.json``: vocabulary size and, per split, pair count, byte-fallback share and length
   percentiles.
+- with ``tokenize.string_placeholders`` (:mod:`nmt.placeholders`): every pair is masked before
+  encoding (the vocabulary is built from the masked train split), ``vocab.json`` records the
+  setting, ``literals.json`` holds each pair's literals per split (``{"dev": [["a", "b"], [], ...]}``:
+  what restores a decoded dev output), and ``stats.json`` the share of code string literals a
+  placeholder covers.
 
 Output bytes depend only on the inputs and the parameters.
 """
@@ -24,9 +29,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from nmt import placeholders
 from nmt.config import TokenizeConfig
 from nmt.errors import DataError
-from nmt.io import atomic_path, atomic_write_json, read_jsonl
+from nmt.io import atomic_path, atomic_write_json, read_json, read_jsonl
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer
 
 SPLITS = ("train", "dev", "test")
@@ -34,6 +40,7 @@ SPLIT_FORMAT = "nmt-tokenized-split"
 SPLIT_VERSION = 1
 _KEYS = ("src", "src_offsets", "tgt", "tgt_offsets")
 _FIX = "re-run the tokenize stage (`dvc repro tokenize`)"
+LITERALS_FILE = "literals.json"
 
 
 class TokenizedSplit:
@@ -157,6 +164,30 @@ def _byte_pct(ids: np.ndarray) -> float:
     return 100.0 * float(((ids >= BYTE_OFFSET) & (ids < FIRST_CL100K_ID)).mean())
 
 
+def _mask_rows(rows: list[dict]) -> tuple[list[dict], list[list[str]], dict]:
+    """Masked copies of ``rows``, each pair's literals, and how many code literals were covered."""
+    masked, literals, n_code, n_covered = [], [], 0, 0
+    for r in rows:
+        nl, code, lits = placeholders.mask_pair(r["nl"], r["code"])
+        masked.append({"nl": nl, "code": code})
+        literals.append(lits)
+        found, covered = placeholders.coverage(r["nl"], r["code"])
+        n_code, n_covered = n_code + found, n_covered + covered
+    stats = {"code_literals": n_code, "covered": n_covered,
+             "covered_pct": 100.0 * n_covered / n_code if n_code else 0.0,
+             "pairs_with_literals": sum(map(bool, literals))}
+    return masked, literals, stats
+
+
+def load_literals(data_dir: Path, split: str, n: int) -> list[list[str]]:
+    """The literals of the first ``n`` pairs of ``split`` (written with string placeholders on)."""
+    path = Path(data_dir) / LITERALS_FILE
+    table = read_json(path).get(split) if path.is_file() else None
+    if not isinstance(table, list) or len(table) < n:
+        raise DataError(f"{path}: no literals for the {split} split (needed with string placeholders); {_FIX}")
+    return table[:n]
+
+
 def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
     """Build the vocabulary from ``raw_dir/train.jsonl``, encode every split, write ``out_dir``.
 
@@ -166,9 +197,16 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
     rows = {split: read_jsonl(raw_dir / f"{split}.jsonl") for split in SPLITS}
     if not rows["train"]:
         raise DataError(f"{raw_dir / 'train.jsonl'}: no pairs to build the vocabulary from; re-run the download stage")
+    placeholder_stats, literals = {}, {}
+    if cfg.string_placeholders:
+        for split in SPLITS:
+            rows[split], literals[split], placeholder_stats[split] = _mask_rows(rows[split])
     train = rows["train"]
-    tok = Tokenizer.build([r["nl"] for r in train] + [r["code"] for r in train], cfg.min_freq, cfg.max_vocab)
+    tok = Tokenizer.build([r["nl"] for r in train] + [r["code"] for r in train], cfg.min_freq, cfg.max_vocab,
+                          cfg.string_placeholders)
     tok.save(out_dir / "vocab.json")
+    if cfg.string_placeholders:
+        atomic_write_json(out_dir / LITERALS_FILE, literals)
     stats: dict = {
         "vocab_size": tok.vocab_size,
         "n_cl100k_kept": len(tok.cl100k_ids),
@@ -192,5 +230,7 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
             "src_len": _percentiles(np.diff(src[1])),
             "tgt_len": _percentiles(np.diff(tgt[1])),
         }
+        if cfg.string_placeholders:
+            stats["splits"][split]["string_placeholders"] = placeholder_stats[split]
     atomic_write_json(out_dir / "stats.json", stats)
     return stats

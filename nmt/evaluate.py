@@ -17,7 +17,7 @@ from nmt.io import (
 )
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking import Run
-from nmt.translator import Translator
+from nmt.translator import Translation, Translator, rerank_candidates
 
 
 @dataclass
@@ -39,11 +39,12 @@ def language_of(raw_dir: Path) -> str:
     return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
 
 
-def predict(translator: Translator, nl: list[str], params: Params, beam_size: int) -> list[str]:
+def predict(translator: Translator, nl: list[str], params: Params, beam_size: int, n_best: int = 1) -> list[Translation]:
+    """Decode with the evaluate settings (no reranking: :func:`evaluate` reranks the n-best itself)."""
     cfg = params.evaluate
-    out = translator.translate(nl, beam_size=beam_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-                               length_penalty=cfg.length_penalty, batch_size=cfg.batch_size)
-    return [t.text for t in out]
+    return translator.translate(nl, beam_size=beam_size, n_best=n_best, max_len_a=cfg.max_len_a,
+                                max_len_b=cfg.max_len_b, length_penalty=cfg.length_penalty,
+                                batch_size=cfg.batch_size, rerank="none")
 
 
 def example_rows(nl: list[str], refs: list[str], preds: list[str], n: int, seed: int) -> list[dict[str, str]]:
@@ -69,16 +70,25 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device)
-    predictions = predict(translator, nl, params, params.evaluate.beam_size)
+    cfg = params.evaluate
+    reranked = cfg.rerank != "none" and cfg.beam_size > 1
+    # One decode serves both the reranked predictions and the beam's own top hypotheses.
+    beam = predict(translator, nl, params, cfg.beam_size, n_best=cfg.beam_size if reranked else 1)
+    predictions = [rerank_candidates(t.n_best, cfg.rerank)[0][0] for t in beam]
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     scores = {
-        "beam_size": params.evaluate.beam_size,
+        "beam_size": cfg.beam_size,
         **metrics.score(predictions, refs, language_of(paths.raw)),
     }
-    if params.evaluate.beam_size > 1:
+    if reranked:
+        # The beam's best-scoring hypotheses beside the reranked ones: what reranking adds.
+        top_scores = metrics.score([t.text for t in beam], refs, language_of(paths.raw))
+        scores.update({f"top1_{k}": v for k, v in top_scores.items() if k != "n"})
+    if cfg.beam_size > 1:
         # Greedy beside beam, so the report shows what the search adds.
-        greedy_scores = metrics.score(predict(translator, nl, params, 1), refs, language_of(paths.raw))
+        greedy = [t.text for t in predict(translator, nl, params, 1)]
+        greedy_scores = metrics.score(greedy, refs, language_of(paths.raw))
         scores.update({f"greedy_{k}": v for k, v in greedy_scores.items() if k != "n"})
     base_scores = metrics.score(baseline, refs, language_of(paths.raw))
     scores.update({f"baseline_{k}": v for k, v in base_scores.items() if k != "n"})

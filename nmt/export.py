@@ -1,4 +1,10 @@
-"""The export stage: a self-contained model directory that `Translator.from_pretrained` loads."""
+"""The export stage: a self-contained model directory that `Translator.from_pretrained` loads.
+
+Its config.json is the trained model's plus a ``"decoding"`` object: the evaluate stage's beam
+size, length penalty, output length limits and reranking, which `nmt generate`, `nmt evaluate` and
+`Translator.translate` use for every option their caller leaves out, so the directory is scored as
+the pipeline scored it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.checkpoint import read_model_config
-from nmt.config import Params, to_dict
-from nmt.io import atomic_path, atomic_write_text, read_json
+from nmt.config import Params, decoding_of, to_dict
+from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from nmt.tracking import Run, log_and_register_model
 
 
@@ -38,6 +44,7 @@ def model_card(params: Params, config: dict, data_stats: dict, train: dict, eval
         for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "syntax_valid") if key in evaluation
     )
     splits = data_stats.get("counts", {})
+    rerank = f", reranked by {params.evaluate.rerank}" if params.evaluate.rerank != "none" else ""
     return f"""# {params.export.name}
 
 An encoder-decoder Transformer trained from scratch (no pretrained weights) with the `nmt`
@@ -53,7 +60,7 @@ Source `{data_stats.get('source')}`; pairs per split: {json.dumps(splits)}.
 {train.get('parameters', 0):,} parameters. Trained {train.get('steps')} steps; best dev BLEU
 {train.get('best_dev_bleu', 0):.2f} (greedy) at step {train.get('best_step')}.
 
-## Test scores ({evaluation.get('n')} pairs, beam {evaluation.get('beam_size')})
+## Test scores ({evaluation.get('n')} pairs, beam {evaluation.get('beam_size')}{rerank})
 BLEU is sacrebleu corpus BLEU with tokenize='none' over whitespace-split code tokens; the
 baseline copies the code of the training pair with the nearest description (TF-IDF).
 
@@ -64,7 +71,10 @@ baseline copies the code of the training pair with the nearest description (TF-I
 ## Use
 ```
 nmt generate --model models/export "return the absolute value of x"
+nmt evaluate --model models/export --data pairs.jsonl --output predictions.jsonl
 ```
+Both decode as the scores above were decoded ({json.dumps(decoding_of(params.evaluate))}, recorded
+in config.json); options given on the command line win.
 ```python
 from nmt import Translator
 t = Translator.from_pretrained("models/export")
@@ -79,7 +89,9 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
                       read_json(paths.eval_metrics))
     paths.out.mkdir(parents=True, exist_ok=True)
     _copy(paths.weights, paths.out / "model.safetensors")
-    _copy(paths.config, paths.out / "config.json")
+    raw_config = read_json(paths.config)
+    raw_config["decoding"] = decoding_of(params.evaluate)
+    atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
     atomic_write_text(paths.out / "README.md", card)
     if params.export.register:

@@ -122,3 +122,15 @@ def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) 
                 raise DataError(f"{source}:{lineno}: {key!r} must be a string, got {type(row[key]).__name__}")
         rows.append((lineno, row))
     return rows
+
+
+def project_root() -> Path:
+    """The repository being worked on: ``DVC_ROOT`` under ``dvc exp run`` (whose queued and
+    ``--temp`` experiments run in a temporary copy of it), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+
+
+def project_path(path: str | Path) -> Path:
+    """A path from params.yaml: relative ones are relative to :func:`project_root`."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,12 @@ from nmt.errors import NmtError
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def find_dvc() -> str | None:
+    """The dvc installed beside this interpreter (the venv's), else whichever is on PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.is_file() else shutil.which("dvc")
 
 
 def run_stage(body: Callable[[Params], object], params_path: Path = Path("params.yaml")) -> None:

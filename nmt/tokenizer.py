@@ -16,6 +16,11 @@ cannot carry them).
 
 Decoding concatenates the bytes of every non-special id and decodes UTF-8 with
 ``errors="replace"``, so any sequence of in-range ids yields a valid string.
+
+The file also records whether the model was trained on texts with string placeholders
+(``tokenize.string_placeholders``, :mod:`nmt.placeholders`), so whoever loads the model masks its
+inputs and restores its outputs the same way. The key is written only when the setting is on, so
+files without it (all older ones) mean "off".
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 import tiktoken
 
+from nmt import placeholders
 from nmt.errors import DataError, ModelFileError
 from nmt.io import atomic_write_json, read_json
 
@@ -47,6 +53,9 @@ BYTE_OFFSET = N_SPECIALS
 N_BYTES = 256
 FIRST_CL100K_ID = BYTE_OFFSET + N_BYTES  # compact id of the first kept cl100k token
 _BUILD_CHUNK = 8192  # texts encoded per tiktoken batch while counting
+# Placeholders _STR:0_ .. _STR:{n-1}_ whose tokens the vocabulary always keeps when they are on
+# (a higher index still encodes losslessly, through the byte fallback).
+KEPT_PLACEHOLDERS = 100
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,12 +145,14 @@ class Tokenizer:
     n_specials = N_SPECIALS
     specials = SPECIALS
 
-    def __init__(self, cl100k_ids: Sequence[int]):
+    def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False):
         problems = _problems(cl100k_ids)
         if problems:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
         tables = _base_tables()
         self.cl100k_ids: tuple[int, ...] = tuple(int(t) for t in cl100k_ids)
+        # Texts are masked with nmt.placeholders before encoding (the Translator's job, not encode's).
+        self.string_placeholders = bool(string_placeholders)
         self.vocab_size = FIRST_CL100K_ID + len(self.cl100k_ids)
         # cl100k id -> compact id; -1 = not in the vocabulary, falls back to its bytes.
         lut = np.full(tables.n, -1, dtype=np.int32)
@@ -156,11 +167,16 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int) -> Tokenizer:
+    def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
+              string_placeholders: bool = False) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
         multiset of texts. Single-byte tokens are not candidates (they are the byte tokens).
+
+        ``string_placeholders``: ``texts`` are already masked; the tokens that spell the first
+        :data:`KEPT_PLACEHOLDERS` placeholders between quotes are kept whatever their count, ahead
+        of all others.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
@@ -173,9 +189,13 @@ class Tokenizer:
             flat, _ = _encode_base(chunk)
             counts += np.bincount(flat, minlength=tables.n)
         counts[tables.single_byte] = 0
-        candidates = np.flatnonzero(counts >= min_freq)
-        order = np.lexsort((candidates, -counts[candidates]))  # last key is the primary one
-        return cls(candidates[order][:max_vocab].tolist())
+        required = np.zeros(tables.n, dtype=bool)
+        if string_placeholders:
+            required[_encode_base(placeholders.vocabulary_texts(KEPT_PLACEHOLDERS))[0]] = True
+            required[tables.single_byte] = False
+        candidates = np.flatnonzero((counts >= min_freq) | required)
+        order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
+        return cls(candidates[order][:max_vocab].tolist(), string_placeholders)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
@@ -244,13 +264,16 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        return {
+        data = {
             "format": FORMAT,
             "version": VERSION,
             "base_encoding": BASE_ENCODING,
             "specials": list(SPECIALS),
             "cl100k_ids": list(self.cl100k_ids),
         }
+        if self.string_placeholders:
+            data["string_placeholders"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "tokenizer") -> Tokenizer:
@@ -259,9 +282,10 @@ class Tokenizer:
         if not isinstance(data, dict):
             problems.append(f"expected a JSON object, got {type(data).__name__}")
         else:
-            known = ("format", "version", "base_encoding", "specials", "cl100k_ids")
+            required = ("format", "version", "base_encoding", "specials", "cl100k_ids")
+            known = (*required, "string_placeholders")
             problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
-            problems += [f"missing key {k!r}" for k in known if k not in data]
+            problems += [f"missing key {k!r}" for k in required if k not in data]
             if "format" in data and data["format"] != FORMAT:
                 problems.append(f"format is {data['format']!r}, expected {FORMAT!r} (not a tokenizer file?)")
             if "version" in data and data["version"] != VERSION:
@@ -272,12 +296,14 @@ class Tokenizer:
                 problems.append(f"specials are {data['specials']!r}, expected {list(SPECIALS)!r}")
             if "cl100k_ids" in data:
                 problems += _problems(data["cl100k_ids"])
+            if not isinstance(data.get("string_placeholders", False), bool):
+                problems.append(f"string_placeholders must be true or false, got {data['string_placeholders']!r}")
         if problems:
             raise ModelFileError(
                 f"{source}: invalid tokenizer file: " + "; ".join(problems)
                 + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
             )
-        return cls(data["cl100k_ids"])
+        return cls(data["cl100k_ids"], data.get("string_placeholders", False))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON, atomically."""
@@ -293,10 +319,12 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ misc
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
+        return (isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
+                and self.string_placeholders == other.string_placeholders)
 
     def __hash__(self) -> int:
-        return hash(self.cl100k_ids)
+        return hash((self.cl100k_ids, self.string_placeholders))
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)})"
+        extra = ", string_placeholders=True" if self.string_placeholders else ""
+        return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)}{extra})"

@@ -26,7 +26,7 @@ from typing import Any
 
 from nmt.config import MlflowConfig
 from nmt.errors import NmtError
-from nmt.io import atomic_write_json, read_json
+from nmt.io import atomic_write_json, project_root, read_json
 
 # MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -41,12 +41,6 @@ REACH_TIMEOUT_S = 5.0
 
 class TrackingError(NmtError):
     """The tracking store cannot be used (unreachable, or the run is not in it)."""
-
-
-def project_root() -> Path:
-    """The repository the store belongs to: DVC_ROOT under `dvc exp run` (whose queued and --temp
-    experiments run in a temporary copy), else the working directory."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
 
 
 def tracking_uri(root: Path | None = None) -> str:

@@ -3,7 +3,10 @@
 Every ``train.eval_every`` steps the dev split is scored twice: teacher-forced loss, and BLEU /
 exact match of *real decoding* — greedy, or beam search when ``train.eval_beam_size`` > 1 — what
 a user would get, never the teacher-forced argmax. The checkpoint with the best dev BLEU is kept;
-patience stops a run that no longer improves.
+patience stops a run that no longer improves. With ``train.ema_decay`` the dev scores and the kept
+checkpoint come from an exponential moving average of the weights (:mod:`nmt.ema`). With string
+placeholders (``tokenize.string_placeholders``) dev outputs and references are restored before
+scoring, so dev BLEU counts literals as the evaluate stage does.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from nmt.batching import Batch, collate, token_budget_batches
 from nmt.checkpoint import save_model
 from nmt.config import Params, TrainConfig, flatten, to_dict
 from nmt.decode import beam_search, greedy
-from nmt.encode_data import TokenizedSplit
+from nmt.ema import EMA
+from nmt.encode_data import TokenizedSplit, load_literals
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
+from nmt.placeholders import restore
 from nmt.tokenizer import Tokenizer
 from nmt.tracking import Run, directory_sha256, environment_tags, git_tags
 
@@ -152,14 +157,22 @@ class DevSet:
     tgts: list[list[int]]
     references: list[str]
     batches: list[list[int]]
+    literals: list[list[str]]  # per pair, what its string placeholders stand for (empty lists when off)
+
+    def text(self, i: int, ids: list[int], tok: Tokenizer) -> str:
+        """Decoded ids of pair ``i``'s output, placeholders restored: what the user would get."""
+        return restore(tok.decode(ids), self.literals[i])
 
 
-def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_tokens: int) -> DevSet:
+def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_tokens: int,
+                 literals: list[list[str]] | None = None) -> DevSet:
     """The first ``n_examples`` dev pairs (all when 0), in length-bucketed batches."""
     n = len(split) if n_examples == 0 else min(n_examples, len(split))
     srcs, tgts = as_lists(split, n)
     batches = token_budget_batches([len(s) for s in srcs], [len(t) for t in tgts], batch_tokens)
-    return DevSet(srcs, tgts, [tok.decode(t) for t in tgts], batches)
+    dev = DevSet(srcs, tgts, [], batches, literals[:n] if literals is not None else [[] for _ in range(n)])
+    dev.references = [dev.text(i, t, tok) for i, t in enumerate(tgts)]
+    return dev
 
 
 @torch.no_grad()
@@ -180,7 +193,7 @@ def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConf
             hyps = [n_best[0] for n_best in beam_search(model, batch.src, batch.src_mask, tok.bos_id, tok.eos_id,
                                                         cfg.eval_max_len, beam_size=cfg.eval_beam_size)]
         for i, h in zip(indices, hyps):
-            predictions[i] = tok.decode(h.tokens)
+            predictions[i] = dev.text(i, h.tokens, tok)
     model.train()
     hyps = [predictions[i] for i in range(len(dev.references))]
     return {
@@ -250,9 +263,12 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
     tok = Tokenizer.load(paths.data / "vocab.json")
     train_split = TokenizedSplit.load(paths.data / "train.safetensors", tok.vocab_size)
     dev_split = TokenizedSplit.load(paths.data / "dev.safetensors", tok.vocab_size)
-    dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens)
+    literals = load_literals(paths.data, "dev", len(dev_split)) if tok.string_placeholders else None
+    dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens, literals)
 
     model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    scored = ema.model if ema else model  # the weights dev scores and the best checkpoint come from
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     batches = iter(Batches(train_split, tok, cfg, params.model.max_len, params.seed))
@@ -285,6 +301,8 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if ema:
+                ema.update(model)
             step_time = time.perf_counter() - t0
             train_time += step_time
             loss_tokens += step_tokens
@@ -298,7 +316,7 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
 
             if step % cfg.eval_every and step != cfg.max_steps:
                 continue
-            scores = evaluate_dev(model, dev, tok, cfg, device)
+            scores = evaluate_dev(scored, dev, tok, cfg, device)
             row = {"step": step, "train_loss": loss_sum / loss_tokens, "lr": lr, **scores}
             history.rows.append(row)
             loss_sum, loss_tokens = 0.0, 0
@@ -307,7 +325,7 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
                       f"EM {scores['dev_exact_match']:.2f}")
             if scores["dev_bleu"] > best["dev_bleu"]:
                 best = {"dev_bleu": scores["dev_bleu"], "dev_exact_match": scores["dev_exact_match"], "step": step}
-                save_model(model, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
+                save_model(scored, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
                            info={"step": step, "dev_bleu": scores["dev_bleu"]})
                 evals_without_gain = 0
             else:

@@ -5,7 +5,12 @@
     t.translate(["return the absolute value of x"], beam_size=4, n_best=2)
     t.translate(["return the absolute value of x"], sample=True, top_p=0.9, n_best=5, seed=0)
 
-It is what `nmt generate`, `nmt evaluate` and the evaluate stage use.
+It is what `nmt generate`, `nmt evaluate` and the evaluate stage use. On its own it
+
+- masks the inputs and restores the outputs when the model was trained with string placeholders
+  (the tokenizer file says so; :mod:`nmt.placeholders`);
+- decodes with the model directory's decoding defaults (config.json ``"decoding"``, written by the
+  export stage from the evaluate stage's settings) for every option the caller leaves out.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
+from nmt.config import RERANK_CHOICES, EvaluateConfig, decoding_of
 from nmt.decode import Hypothesis, beam_search, check_sampling, greedy, length_limit, sample
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
+from nmt.placeholders import mask_description, restore
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
@@ -48,6 +56,7 @@ class DecodeSettings:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    rerank: str = "none"
 
     def check(self) -> None:
         if self.beam_size < 1:
@@ -62,7 +71,27 @@ class DecodeSettings:
             raise ValueError(f"max_len_a must be a finite number >= 0, got {self.max_len_a}")
         if self.max_len_b < 1:
             raise ValueError(f"max_len_b must be >= 1, got {self.max_len_b}")
+        if self.rerank not in RERANK_CHOICES:
+            raise ValueError(f"rerank must be one of {', '.join(RERANK_CHOICES)}, got {self.rerank!r}")
         check_sampling(self.temperature, self.top_k, self.top_p)
+
+
+# What the decoding options a caller leaves out default to, unless the model directory says otherwise.
+BUILTIN_DECODING = decoding_of(EvaluateConfig())  # greedy, lp 0.6, max_len_a 0, max_len_b 200, no rerank
+
+
+def rerank_candidates(candidates: list[tuple[str, float]], rerank: str) -> list[tuple[str, float]]:
+    """(text, score) candidates, best first, reordered by ``rerank``.
+
+    ``syntax``: the candidates that are valid Python (:func:`nmt.metrics.is_valid_python`) first,
+    each group still best score first, so the top one is the best valid candidate, or the best
+    candidate when none is valid. ``none``: unchanged.
+    """
+    if rerank == "none":
+        return candidates
+    from nmt.metrics import is_valid_python
+
+    return sorted(candidates, key=lambda c: not is_valid_python(c[0]))  # stable: scores keep their order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,13 +103,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Translator:
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int,
+                 decoding: dict[str, Any] | None = None):
         if model.vocab_size != tokenizer.vocab_size:
             raise ModelFileError(
                 f"model vocabulary ({model.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
             )
         self.model, self.tokenizer = model.eval(), tokenizer
         self.bos_id, self.eos_id = bos_id, eos_id
+        # Defaults of beam_size, length_penalty, max_len_a, max_len_b and rerank.
+        self.decoding = {**BUILTIN_DECODING, **(decoding or {})}
 
     @property
     def device(self) -> torch.device:
@@ -89,7 +121,7 @@ class Translator:
     @classmethod
     def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto") -> "Translator":
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
-        return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"])
+        return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"))
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "auto") -> "Translator":
@@ -102,14 +134,23 @@ class Translator:
                 raise ModelFileError(f"{d / name}: missing; a model directory needs {', '.join(EXPORT_FILES)}")
         return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device)
 
+    def settings(self, sample: bool = False, **given: Any) -> DecodeSettings:
+        """The decode settings of a call: ``given`` options that are not None, else the model's defaults.
+
+        When sampling, beam_size and rerank default to 1 and none: the defaults describe a search.
+        """
+        defaults = {**self.decoding, **({"beam_size": 1, "rerank": "none"} if sample else {})}
+        chosen = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        return DecodeSettings(sample=sample, **chosen)
+
     def translate(
         self,
         texts: list[str],
-        beam_size: int = 1,
+        beam_size: int | None = None,
         n_best: int = 1,
-        max_len_a: float = 0.0,
-        max_len_b: int = 200,
-        length_penalty: float = 0.6,
+        max_len_a: float | None = None,
+        max_len_b: int | None = None,
+        length_penalty: float | None = None,
         batch_size: int = 64,
         sample: bool = False,
         temperature: float = 1.0,
@@ -118,8 +159,12 @@ class Translator:
         seed: int | None = None,
         strict: bool = False,
         on_batch: Callable[[int], None] | None = None,
+        rerank: str | None = None,
     ) -> list[Translation]:
         """Translate each text: greedy (``beam_size == 1``), batched beam search, or sampling.
+
+        beam_size, max_len_a, max_len_b, length_penalty and rerank left as None take the model
+        directory's decoding defaults (:attr:`decoding`; greedy, 0, 200, 0.6, none without them).
 
         Texts are sorted by length into batches of ``batch_size``. A batch's outputs are at most
         ``floor(max_len_a * S) + max_len_b`` tokens, S the length of its longest source (EOS
@@ -129,19 +174,25 @@ class Translator:
         :func:`nmt.decode.sample`), best score first; ``seed`` makes the draws repeatable for the
         same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses come back.
 
+        ``rerank="syntax"`` decodes the beam's (or the samples') full n-best list and puts the
+        hypotheses that are valid Python first (:func:`rerank_candidates`): ``text`` is the
+        best-scoring valid one, or the best one when none is valid.
+
         A text longer than the model's source limit is cut to fit and flagged ``truncated``; with
         ``strict=True`` it raises :class:`~nmt.errors.InputTooLongError` (a ValueError) naming its
         index instead. Bad options raise ValueError naming the option. ``on_batch`` is called with
         the number of texts of each batch once it is decoded (a progress bar's hook).
         """
-        settings = DecodeSettings(beam_size, n_best, max_len_a, max_len_b, length_penalty,
-                                  sample, temperature, top_k, top_p)
+        settings = self.settings(sample, beam_size=beam_size, n_best=n_best, max_len_a=max_len_a,
+                                 max_len_b=max_len_b, length_penalty=length_penalty, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, rerank=rerank)
         settings.check()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         limit = self.model.cfg.max_len
-        encoded = self.tokenizer.encode_batch(texts)
+        masked = [mask_description(t) if self.tokenizer.string_placeholders else None for t in texts]
+        encoded = self.tokenizer.encode_batch([t if m is None else m.text for t, m in zip(texts, masked)])
         if strict:
             _refuse_long(encoded, limit)
         sources = [source_ids(ids, self.eos_id, limit) for ids in encoded]
@@ -151,7 +202,9 @@ class Translator:
             chunk = order[start : start + batch_size]
             src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
             for i, hyps in zip(chunk, self._decode(src, settings, generator)):
-                decoded = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
+                literals = masked[i].literals if masked[i] is not None else []
+                decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
+                decoded = rerank_candidates(decoded, settings.rerank)[: settings.n_best]
                 results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit)
             if on_batch is not None:
                 on_batch(len(chunk))
@@ -168,7 +221,8 @@ class Translator:
             return [sorted(hyps, key=lambda h: -h.score) for hyps in samples]
         if s.beam_size == 1:
             return [[h] for h in greedy(*args)]
-        return beam_search(*args, beam_size=s.beam_size, alpha=s.length_penalty, n_best=s.n_best)
+        n_best = s.beam_size if s.rerank != "none" else s.n_best  # reranking looks at the whole beam
+        return beam_search(*args, beam_size=s.beam_size, alpha=s.length_penalty, n_best=n_best)
 
 
 def _refuse_long(encoded: list[list[int]], limit: int) -> None:

@@ -56,6 +56,11 @@ def test_unknown_keys_are_rejected_at_every_level():
     ({"mlflow": {"enabled": "yes"}}, "mlflow.enabled"),
     ({"train": {"lr": float("nan")}}, "train.lr"),
     ({"data": {"source": "jsonl"}}, "data.jsonl.train"),
+    ({"tokenize": {"string_placeholders": "yes"}}, "tokenize.string_placeholders"),
+    ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"train": {"ema_decay": -0.5}}, "train.ema_decay"),
+    ({"evaluate": {"rerank": "python"}}, "evaluate.rerank"),
+    ({"evaluate": {"rerank": "syntax"}, "data": {"source": "concode"}}, "evaluate.rerank"),
 ])
 def test_out_of_range_values_name_their_key(raw, key):
     assert any(p.startswith(key + ":") for p in problems_of(raw))

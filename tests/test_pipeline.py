@@ -6,6 +6,7 @@ import json
 
 import yaml
 
+from nmt.config import DECODING_KEYS
 from nmt.translator import Translator
 
 from .conftest import run
@@ -43,8 +44,13 @@ def test_second_repro_is_a_no_op(pipeline_repo):
 
 def test_exported_model_loads_and_translates(pipeline_repo):
     root, _ = pipeline_repo
-    out = Translator.from_pretrained(root / "models/export", device="cpu").translate(["print x"], max_len_b=8)
+    translator = Translator.from_pretrained(root / "models/export", device="cpu")
+    out = translator.translate(["print x"], max_len_b=8)
     assert isinstance(out[0].text, str)
+    # The evaluate stage's decoding settings travel with the export, as its defaults.
+    evaluate = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]
+    assert translator.decoding == {k: evaluate[k] for k in DECODING_KEYS}
+    assert json.loads((root / "models/export/config.json").read_text())["decoding"]["beam_size"] == 4
 
 
 def test_changing_an_evaluate_param_reruns_only_what_depends_on_it(pipeline_repo):
@@ -57,3 +63,22 @@ def test_changing_an_evaluate_param_reruns_only_what_depends_on_it(pipeline_repo
     # The example table changed; the scores did not, so export (which reads them) is skipped too.
     assert ran == {"evaluate"}
     assert len((root / "plots/examples.md").read_text().splitlines()) == 2 + 2
+
+
+def test_the_levers_run_through_the_pipeline(pipeline_repo):
+    """String placeholders, weight averaging and reranking on: every stage reruns and uses them."""
+    root, env = pipeline_repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tokenize"]["string_placeholders"] = True
+    params["train"]["ema_decay"] = 0.9
+    params["evaluate"]["rerank"] = "syntax"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(["dvc", "repro"], root, env)
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"tokenize", "train", "evaluate", "export"}
+    assert json.loads((root / "data/tokenized/vocab.json").read_text())["string_placeholders"] is True
+    assert (root / "data/tokenized/literals.json").is_file()
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    assert {"top1_exact_match", "greedy_exact_match", "exact_match"} <= set(evaluation)
+    export = Translator.from_pretrained(root / "models/export", device="cpu")
+    assert export.tokenizer.string_placeholders and export.decoding["rerank"] == "syntax"

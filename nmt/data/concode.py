@@ -25,7 +25,7 @@ from pathlib import Path
 from nmt.config import ConcodeConfig
 from nmt.data.jsonl import Pair, SourceData, read_pairs
 from nmt.errors import DataError
-from nmt.io import read_jsonl
+from nmt.io import project_path, read_jsonl
 
 HUB_DATASET = "google/code_x_glue_tc_text_to_code"
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -37,7 +37,7 @@ LOCAL_DIR_HINT = "set data.concode.local_dir to a directory with CodeXGLUE's tra
 
 def load(cfg: ConcodeConfig) -> SourceData:
     if cfg.local_dir:
-        return load_local_dir(Path(cfg.local_dir))
+        return load_local_dir(project_path(cfg.local_dir))
     return load_hub(cfg.hub_timeout_s)
 
 

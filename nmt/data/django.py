@@ -18,6 +18,7 @@ from pathlib import Path
 from nmt.config import DjangoConfig
 from nmt.data.jsonl import Pair, SourceData, read_pairs
 from nmt.errors import DataError
+from nmt.io import project_path
 
 # Read at call time (not bound as defaults) so tests can point them at a local server.
 BASE_URL = "https://raw.githubusercontent.com/odashi/ase15-django-dataset/c37fa281ced0de16aa7868415522905f8380686e/django"
@@ -32,7 +33,7 @@ LOCAL_DIR_HINT = "set data.django.local_dir to a directory with train.jsonl, dev
 
 def load(cfg: DjangoConfig) -> SourceData:
     if cfg.local_dir:
-        return load_local_dir(Path(cfg.local_dir))
+        return load_local_dir(project_path(cfg.local_dir))
     return load_download(cfg.timeout_s)
 
 

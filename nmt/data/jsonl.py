@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from nmt.config import JsonlConfig
 from nmt.errors import DataError
-from nmt.io import read_jsonl
+from nmt.io import project_path, read_jsonl
 
 SPLITS = ("train", "dev", "test")
 
@@ -61,11 +61,11 @@ def _check_encodable(pair: Pair, path: Path, index: int) -> None:
 
 
 def load(cfg: JsonlConfig) -> SourceData:
-    """Read ``data.jsonl.train/dev/test`` (paths relative to the current directory)."""
+    """Read ``data.jsonl.train/dev/test`` (relative paths: from the repository root, see project_path)."""
     splits = {}
     for split in SPLITS:
         name = getattr(cfg, split)
-        if not name or not Path(name).is_file():
+        if not name or not project_path(name).is_file():
             raise DataError(f"data.jsonl.{split}: file not found: {name!r}")
-        splits[split] = read_pairs(Path(name))
+        splits[split] = read_pairs(project_path(name))
     return SourceData(splits)

@@ -1,0 +1,182 @@
+"""Reversible string placeholders: quoted literals of a description stand in for the code's literals.
+
+Descriptions of code often quote the string literals the code holds (Django: ``set help to string
+'Show the SQL.'`` -> ``help = 'Show the SQL.'``). A rare literal is hard to generate token by
+token but trivial to copy, so with ``tokenize.string_placeholders`` each distinct quoted literal of
+the description becomes ``_STR:0_``, ``_STR:1_`` ... (numbered in order of first appearance), and
+a string literal of the code whose contents equal one of them gets the same placeholder between
+its own quotes::
+
+    nl:   call the function warn with string 'get_cache is deprecated'.
+    code: warn ( 'get_cache is deprecated' )
+    ->    call the function warn with string '_STR:0_'.
+          warn ( '_STR:0_' )                 literals = ["get_cache is deprecated"]
+
+A placeholder stands for the *contents* of the literal: quotes and prefixes (``r``, ``b``, ``u``)
+stay in the text, so the model still sees (and writes) them, and :func:`restore` puts the contents
+back exactly. Only the description is needed to mask an input (:func:`mask_description`); the
+code side (:func:`mask_pair`) is for training data.
+
+Rules for a quoted literal in a description, chosen on the Django training split:
+
+- it opens with ``'`` or ``"`` at the start of the text or after a character that is not a word
+  character (so the apostrophes of ``don't`` and ``Django's`` open nothing);
+- it closes at the next unescaped quote of the same kind that is followed by the end of the text
+  or by a non-word character (so ``'Don't panic'`` is one literal; a backslash escapes the
+  character after it, as in ``'couldn\\'t'``);
+- an empty literal (``''``) is skipped: nothing to copy.
+
+Code literals are found with Python's :mod:`tokenize`. A
+text that already contains something shaped like a placeholder is left alone entirely, which makes
+masking exactly reversible for every input.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from dataclasses import dataclass
+
+PLACEHOLDER = "_STR:{}_"
+PATTERN = re.compile(r"_STR:(\d+)_")
+QUOTES = "'\""
+# A literal's opening quote, after its optional prefix: ''' """ ' "
+_CODE_QUOTE = re.compile(r"[A-Za-z]*('''|\"\"\"|'|\")")
+
+
+def placeholder(index: int) -> str:
+    return PLACEHOLDER.format(index)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _closing(text: str, start: int, quote: str) -> int | None:
+    """Index of the quote that closes a literal whose contents begin at ``start``, or None."""
+    k, n = start, len(text)
+    while k < n:
+        ch = text[k]
+        if ch == "\\":
+            k += 2
+            continue
+        if ch == quote and (k + 1 == n or not _is_word(text[k + 1])):
+            return k
+        k += 1
+    return None
+
+
+def description_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the contents of each non-empty quoted literal of a description, in order."""
+    spans, i, n = [], 0, len(text)
+    while i < n:
+        if text[i] in QUOTES and (i == 0 or not _is_word(text[i - 1])):
+            end = _closing(text, i + 1, text[i])
+            if end is not None:
+                if end > i + 1:
+                    spans.append((i + 1, end))
+                i = end + 1
+                continue
+        i += 1
+    return spans
+
+
+def code_spans(code: str) -> list[tuple[int, int]]:
+    """(start, end) of the contents of each string literal of ``code``.
+
+    Code that stops tokenizing (an unclosed bracket or string at the end, a bad dedent) keeps the
+    literals found before the problem.
+    """
+    line_starts = [0]
+    for line in io.StringIO(code).readlines():  # the lines tokenize numbers (split at "\n" only)
+        line_starts.append(line_starts[-1] + len(line))
+    spans = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type != tokenize.STRING:
+                continue
+            quote = _CODE_QUOTE.match(tok.string)
+            if quote is None:
+                continue
+            start = line_starts[tok.start[0] - 1] + tok.start[1] + quote.end()
+            end = line_starts[tok.end[0] - 1] + tok.end[1] - len(quote.group(1))
+            spans.append((start, end))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass
+    return spans
+
+
+def _replace(text: str, spans: list[tuple[int, int]], literals: list[str], add: bool) -> str:
+    """``text`` with each span whose contents are among ``literals`` replaced by its placeholder.
+
+    With ``add``, contents not seen yet are appended to ``literals`` (the description side).
+    """
+    out, last = [], 0
+    for start, end in spans:
+        body = text[start:end]
+        if body not in literals:
+            if not add:
+                continue
+            literals.append(body)
+        out += [text[last:start], placeholder(literals.index(body))]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Masked:
+    text: str  # the description with placeholders
+    literals: list[str]  # literals[i] is what placeholder(i) stands for
+
+
+def mask_description(nl: str) -> Masked:
+    """Replace the description's quoted literals by placeholders (the input side of translation)."""
+    literals: list[str] = []
+    if PATTERN.search(nl):
+        return Masked(nl, literals)
+    return Masked(_replace(nl, description_spans(nl), literals, add=True), literals)
+
+
+def mask_code(code: str, literals: list[str]) -> str:
+    """Replace the code's string literals whose contents are among ``literals`` by their placeholders."""
+    if not literals or PATTERN.search(code):
+        return code
+    return _replace(code, code_spans(code), literals, add=False)
+
+
+def mask_pair(nl: str, code: str) -> tuple[str, str, list[str]]:
+    """(masked description, masked code, literals) of a training pair; ``restore`` inverts both."""
+    if PATTERN.search(code):
+        return nl, code, []
+    m = mask_description(nl)
+    return m.text, mask_code(code, m.literals), m.literals
+
+
+def restore(text: str, literals: list[str]) -> str:
+    """Put the literals back: every ``_STR:i_`` with ``i < len(literals)`` becomes ``literals[i]``."""
+    if not literals:
+        return text
+
+    def one(m: re.Match) -> str:
+        i = int(m.group(1))
+        return literals[i] if i < len(literals) else m.group(0)
+
+    return PATTERN.sub(one, text)
+
+
+def vocabulary_texts(n: int) -> list[str]:
+    """Texts holding placeholders 0..n-1 between quotes as code and descriptions hold them.
+
+    A vocabulary built for masked texts keeps their tokens (``Tokenizer.build``), so even a
+    placeholder index rare in training is a few whole tokens, not bytes.
+    """
+    return [f"x = '{p}' , \"{p}\" , f('{p}', \"{p}\")" for p in map(placeholder, range(n))]
+
+
+def coverage(nl: str, code: str) -> tuple[int, int]:
+    """(string literals in ``code``, how many of them a placeholder covers) for one pair."""
+    spans = code_spans(code)
+    literals = [] if PATTERN.search(code) else mask_description(nl).literals
+    return len(spans), sum(code[a:b] in literals for a, b in spans)

@@ -1,0 +1,187 @@
+"""String placeholders: the masking rules, exact round trips, the tokenize stage, and a Translator
+that masks its input and restores its output on its own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nmt import placeholders as P
+from nmt import train as train_module
+from nmt.batching import collate
+from nmt.config import ModelConfig, TokenizeConfig
+from nmt.encode_data import TokenizedSplit, load_literals, tokenize_dataset
+from nmt.model import Transformer
+from nmt.tokenizer import Tokenizer, base_encoding
+from nmt.translator import Translator
+
+from .conftest import write_jsonl
+
+
+# ---------------------------------------------------------------------- the rules
+@pytest.mark.parametrize("nl, literals", [
+    ("call warn with string 'get_cache is deprecated'.", ["get_cache is deprecated"]),
+    ('raise an error with string "You must define a \'%s\' cache", replace \'%s\' with alias.',
+     ["You must define a '%s' cache", "%s"]),
+    ("if the file's size doesn't match, return None.", []),  # apostrophes open nothing
+    ("append string 'Don't panic' to x.", ["Don't panic"]),  # ... and close nothing
+    ("string 'couldn\\'t be interpreted', and 'b'.", ["couldn\\'t be interpreted", "b"]),  # escaped quote
+    ("location is 'LOCATION' or '', then 'LOCATION' again.", ["LOCATION"]),  # empty skipped, repeats share
+    ("string 'no closing quote", []),
+    ("'at the start' and at the end 'x'", ["at the start", "x"]),
+    ("nothing _STR:0_ 'here'", []),  # already shaped like a placeholder: left alone
+])
+def test_description_literals(nl, literals):
+    assert P.mask_description(nl).literals == literals
+
+
+def test_a_pair_shares_placeholders_and_keeps_quotes_and_prefixes():
+    nl = "call f with raw string '^a+$', string \"x\" and 'x', and string 'unused'."
+    code = "f ( r'^a+$' , 'x' , \"x\" , 'other' , '' )"
+    masked_nl, masked_code, literals = P.mask_pair(nl, code)
+    assert literals == ["^a+$", "x", "unused"]
+    assert masked_nl == "call f with raw string '_STR:0_', string \"_STR:1_\" and '_STR:1_', and string '_STR:2_'."
+    assert masked_code == "f ( r'_STR:0_' , '_STR:1_' , \"_STR:1_\" , 'other' , '' )"
+    assert P.restore(masked_code, literals) == code and P.restore(masked_nl, literals) == nl
+    assert P.coverage(nl, code) == (5, 3)  # five literals in the code, three covered
+
+
+def test_code_outside_string_literals_is_never_touched():
+    nl = "substitute string 'x' for x, call 'len'."
+    masked_nl, masked_code, _ = P.mask_pair(nl, "x = 'x' # x 'len'\nlen ( x )")
+    assert masked_code == "x = '_STR:0_' # x 'len'\nlen ( x )"  # a comment is no literal
+
+
+def test_restore_ignores_placeholders_without_a_literal():
+    assert P.restore("f ( '_STR:0_' , '_STR:7_' )", ["a"]) == "f ( 'a' , '_STR:7_' )"
+
+
+def test_restore_is_one_pass_even_if_a_literal_looks_like_a_placeholder_start():
+    assert P.restore("_STR:0__STR:1_", ["_STR:", "1_"]) == "_STR:1_"
+
+
+quoteish = st.text(alphabet=st.sampled_from(list("ab x'\"\\_:STR01().,#\n\r\u2028")), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=60), quoteish), st.one_of(st.text(max_size=60), quoteish))
+def test_masking_any_pair_is_exactly_reversible(nl, code):
+    masked_nl, masked_code, literals = P.mask_pair(nl, code)
+    assert P.restore(masked_nl, literals) == nl
+    assert P.restore(masked_code, literals) == code
+    m = P.mask_description(nl)
+    assert P.restore(m.text, m.literals) == nl
+    assert len(set(literals)) == len(literals) and "" not in literals
+
+
+body = st.text(alphabet=st.characters(blacklist_characters="'\\", blacklist_categories=["Cs", "Cc"]),
+               min_size=1, max_size=12).filter(lambda b: not P.PATTERN.search(b))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(body, min_size=1, max_size=4))
+def test_every_quoted_literal_of_the_description_covers_the_same_literal_of_the_code(bodies):
+    nl = "call f with " + ", ".join(f"string '{b}'" for b in bodies) + "."
+    code = "f ( " + " , ".join(f"'{b}'" for b in bodies) + " )"
+    masked_nl, masked_code, literals = P.mask_pair(nl, code)
+    assert literals == list(dict.fromkeys(bodies))
+    assert P.coverage(nl, code) == (len(bodies), len(bodies))
+    assert masked_code == "f ( " + " , ".join(f"'_STR:{literals.index(b)}_'" for b in bodies) + " )"
+    assert P.restore(masked_code, literals) == code and P.restore(masked_nl, literals) == nl
+
+
+# ---------------------------------------------------------------------- the tokenize stage
+PAIRS = [
+    {"nl": "call warn with string 'old api'.", "code": "warn ( 'old api' )"},
+    {"nl": 'set name to string "bob".', "code": 'name = "bob"'},
+    {"nl": "return 'a' joined with 'b'.", "code": "return 'a' + 'b'"},
+    {"nl": "print x.", "code": "print ( x )"},
+]
+
+
+@pytest.fixture()
+def tokenized(tmp_path):
+    raw = tmp_path / "raw"
+    for split in ("train", "dev", "test"):
+        write_jsonl(raw / f"{split}.jsonl", PAIRS * 3)
+    out = tmp_path / "tok"
+    stats = tokenize_dataset(raw, out, TokenizeConfig(min_freq=1, string_placeholders=True))
+    return out, stats
+
+
+def test_tokenize_stage_masks_records_the_setting_and_the_literals(tokenized):
+    out, stats = tokenized
+    tok = Tokenizer.load(out / "vocab.json")
+    assert tok.string_placeholders and json.loads((out / "vocab.json").read_text())["string_placeholders"] is True
+    split = TokenizedSplit.load(out / "train.safetensors", tok.vocab_size)
+    assert tok.decode(split.tgt(0)) == "warn ( '_STR:0_' )"
+    assert tok.decode(split.src(2)) == "return '_STR:0_' joined with '_STR:1_'."
+    literals = load_literals(out, "dev", len(PAIRS))
+    assert literals == [["old api"], ["bob"], ["a", "b"], []]
+    assert P.restore(tok.decode(split.tgt(2)), literals[2]) == PAIRS[2]["code"]
+    assert stats["splits"]["dev"]["string_placeholders"]["covered"] == 3 * 4
+    assert stats["splits"]["dev"]["string_placeholders"]["covered_pct"] == 100.0
+
+
+def test_the_vocabulary_keeps_the_placeholder_tokens_however_rare(tokenized):
+    out, _ = tokenized
+    tok = Tokenizer.load(out / "vocab.json")
+    for text in ("x = '_STR:42_'", 'f ( "_STR:97_" )', "f ( '_STR:3_', \"_STR:12_\" )"):
+        # Each cl100k token is one id: none of them fell back to its bytes.
+        assert len(tok.encode(text)) == len(base_encoding().encode_ordinary(text)), text
+    too_rare = Tokenizer.build(["x = 'a'"] * 2, 1, 1000)
+    assert len(too_rare.encode("x = '_STR:42_'")) > len(base_encoding().encode_ordinary("x = '_STR:42_'"))
+
+
+def test_tokenizer_files_without_the_setting_still_load_and_mean_off(tmp_path):
+    tok = Tokenizer.build(["a b c"] * 2, 1, 100)
+    tok.save(tmp_path / "v.json")
+    assert "string_placeholders" not in json.loads((tmp_path / "v.json").read_text())
+    assert not Tokenizer.load(tmp_path / "v.json").string_placeholders
+
+
+def test_dev_scoring_during_training_compares_restored_text(tokenized):
+    out, _ = tokenized
+    tok = Tokenizer.load(out / "vocab.json")
+    split = TokenizedSplit.load(out / "dev.safetensors", tok.vocab_size)
+    dev = train_module.make_dev_set(split, tok, 0, 10_000, load_literals(out, "dev", len(split)))
+    assert dev.references == [p["code"] for p in PAIRS * 3]
+
+
+# ---------------------------------------------------------------------- end to end
+TEMPLATES = [("call warn with string '{}'.", "warn ( '{}' )"),
+             ('set name to string "{}".', 'name = "{}"')]
+
+
+def test_translator_masks_the_input_and_restores_literals_it_never_saw(tmp_path):
+    """A tiny model trained on masked pairs writes placeholders; the Translator puts the literals back."""
+    words = ["old api", "bob", "x y z", "hello", "a-b", "Q"]
+    pairs = [(nl.format(w), code.format(w)) for nl, code in TEMPLATES for w in words]
+    masked = [P.mask_pair(nl, code)[:2] for nl, code in pairs]
+    tok = Tokenizer.build([t for pair in masked for t in pair], 1, 1000, string_placeholders=True)
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64)
+    model = Transformer(cfg, tok.vocab_size, tok.pad_id)
+    b = collate([tok.encode(nl) for nl, _ in masked], [tok.encode(c) for _, c in masked],
+                tok.pad_id, tok.bos_id, tok.eos_id, 64)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        logits = model(b.src, b.src_mask, b.tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, tok.vocab_size), b.tgt_out.reshape(-1), ignore_index=tok.pad_id)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    translator = Translator(model, tok, tok.bos_id, tok.eos_id)
+    unseen = ["zebra crossing", "héllo wörld 😀", "%(name)s isn't here"]
+    inputs = [nl.format(w) for nl, _ in TEMPLATES for w in unseen]
+    expected = [code.format(w) for _, code in TEMPLATES for w in unseen]
+    assert [t.text for t in translator.translate(inputs, max_len_b=20)] == expected
+    assert [t.text for t in translator.translate(inputs, beam_size=3, n_best=2, max_len_b=20)] == expected
+    # Without the setting the same weights see the literals themselves and do not reproduce them.
+    plain = Translator(model, Tokenizer(tok.cl100k_ids), tok.bos_id, tok.eos_id)
+    assert [t.text for t in plain.translate(inputs, max_len_b=20)] != expected

@@ -1,0 +1,79 @@
+"""Recipes: recipes/django.yaml is valid over params.yaml, and its -S list means the same to DVC."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from dvc.utils.hydra import apply_overrides, to_hydra_overrides
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nmt import recipes
+from nmt.config import describe, flatten, load_params
+from nmt.errors import ConfigError, DataError
+
+from .conftest import REPO
+
+
+def test_the_django_recipe_is_valid_over_params_yaml():
+    recipe = recipes.load_recipe("django", REPO)
+    assert set(flatten(recipe)) <= {key for key, _, _ in describe()}
+    params = recipes.recipe_params(recipe, REPO / "params.yaml", "recipes/django.yaml")
+    assert params.data.source == "django" and params.data.django.local_dir == "../shared/data/django"
+    assert params.tokenize.string_placeholders and params.train.ema_decay > 0 and params.evaluate.rerank == "syntax"
+    assert params.train.eval_examples == 0  # the whole dev split
+
+
+def test_the_set_list_round_trips_through_dvcs_own_parser(tmp_path):
+    recipe = recipes.load_recipe("django", REPO)
+    args = recipes.set_args(recipe)
+    assert args[0::2] == ["-S"] * len(flatten(recipe))
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    apply_overrides(params_file, args[1::2])  # what `dvc exp run -S ...` does to params.yaml
+    applied = yaml.safe_load(params_file.read_text())
+    assert {k: flatten(applied)[k] for k in flatten(recipe)} == flatten(recipe)
+    assert load_params(params_file) == recipes.recipe_params(recipe, REPO / "params.yaml", "recipe")
+
+
+values = st.one_of(
+    st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20).filter(lambda s: not ("'" in s and '"' in s) and "${" not in s),
+    st.sampled_from(["none", "null", "true", "1e-3", "../shared/data/x", "a b", "", "x\\", "it's"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_every_value_survives_hydras_grammar(value):
+    parsed = to_hydra_overrides([f"k={recipes.hydra_value(value)}"])[0].value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_a_bad_recipe_names_every_bad_key(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "bad.yaml").write_text("train:\n  lr: abc\n  bogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        recipes.load_recipe("bad", tmp_path)
+    assert e.value.source.endswith("bad.yaml")
+    assert any(p.startswith("train.lr:") for p in e.value.problems)
+    assert any(p.startswith("train.bogus: unknown key") for p in e.value.problems)
+    with pytest.raises(DataError, match="known: bad"):
+        recipes.load_recipe("nope", tmp_path)
+
+
+def test_the_command_prints_and_runs_dvc_exp_run(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    recipes.main(["django"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("dvc exp run -n django -S data.source=django -S data.django.local_dir=../shared/data/django")
+    calls = []
+    monkeypatch.setattr(recipes.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    with pytest.raises(SystemExit) as e:
+        recipes.main(["django", "--run", "-f"])
+    assert e.value.code == 0
+    assert calls[0][1:5] == ["exp", "run", "-n", "django"] and calls[0][-1] == "-f"
+    assert calls[0][5:-1] == recipes.set_args(recipes.load_recipe("django"))
