@@ -27,7 +27,7 @@ def params(max_steps: int, ema_decay: float):
                   "max_len": 32},
         "train": {"max_steps": max_steps, "eval_every": max_steps, "batch_tokens": 400, "warmup_steps": 2,
                   "lr": 1e-2, "eval_max_len": 4, "eval_examples": 4, "threads": 1, "ema_decay": ema_decay},
-        "tracking": {"enabled": False},
+        "mlflow": {"enabled": False},
     })
 
 
