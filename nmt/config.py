@@ -102,6 +102,14 @@ class TokenizeConfig:
     string_placeholders: bool = opt(False, "replace quoted literals of the description, and the same literals in "
                                            "the code, by _STR:0_, _STR:1_ ... (restored after decoding; "
                                            "recorded in the tokenizer file)")
+    name_placeholders: bool = opt(False, "also replace code-like names of the description (snake_case, camelCase, "
+                                         "with digits) and their occurrences in the code by _ID:0_ ... "
+                                         "(needs string_placeholders)")
+
+    def validate(self) -> list[str]:
+        if self.name_placeholders and not self.string_placeholders:
+            return ["tokenize.name_placeholders: needs tokenize.string_placeholders: true (they share the literals file)"]
+        return []
 
 
 # --------------------------------------------------------------------------- model

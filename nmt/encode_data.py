@@ -164,11 +164,11 @@ def _byte_pct(ids: np.ndarray) -> float:
     return 100.0 * float(((ids >= BYTE_OFFSET) & (ids < FIRST_CL100K_ID)).mean())
 
 
-def _mask_rows(rows: list[dict]) -> tuple[list[dict], list[list[str]], dict]:
+def _mask_rows(rows: list[dict], names: bool) -> tuple[list[dict], list[list[str]], dict]:
     """Masked copies of ``rows``, each pair's literals, and how many code literals were covered."""
     masked, literals, n_code, n_covered = [], [], 0, 0
     for r in rows:
-        nl, code, lits = placeholders.mask_pair(r["nl"], r["code"])
+        nl, code, lits = placeholders.mask_pair(r["nl"], r["code"], names)
         masked.append({"nl": nl, "code": code})
         literals.append(lits)
         found, covered = placeholders.coverage(r["nl"], r["code"])
@@ -200,10 +200,10 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
     placeholder_stats, literals = {}, {}
     if cfg.string_placeholders:
         for split in SPLITS:
-            rows[split], literals[split], placeholder_stats[split] = _mask_rows(rows[split])
+            rows[split], literals[split], placeholder_stats[split] = _mask_rows(rows[split], cfg.name_placeholders)
     train = rows["train"]
     tok = Tokenizer.build([r["nl"] for r in train] + [r["code"] for r in train], cfg.min_freq, cfg.max_vocab,
-                          cfg.string_placeholders)
+                          cfg.string_placeholders, cfg.name_placeholders)
     tok.save(out_dir / "vocab.json")
     if cfg.string_placeholders:
         atomic_write_json(out_dir / LITERALS_FILE, literals)

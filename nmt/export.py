@@ -105,8 +105,7 @@ def register(params: Params, paths: Paths) -> None:
         if not run.enabled:
             print("export: not registered in MLflow (no tracked training run)", file=sys.stderr)
             return
-        cfg = params.evaluate
-        decode_defaults = {"beam_size": cfg.beam_size, "max_len_b": cfg.max_len_b, "length_penalty": cfg.length_penalty}
+        decode_defaults = decoding_of(params.evaluate)
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
         result = log_and_register_model(paths.out, params.export.name, read_json(paths.eval_metrics)["bleu"],
                                         decode_defaults)

@@ -23,8 +23,9 @@ import mlflow.pyfunc
 import pydantic
 from mlflow.exceptions import MlflowException
 
-# Decoding options a request may set in "params"; their defaults are recorded at export time.
-DECODE_PARAMS = {"beam_size": int, "max_len_b": int, "length_penalty": float}
+# Decoding options a request may set in "params"; their defaults are the evaluate stage's, recorded
+# at export time (and checked again by the Translator: an out-of-range value is a 400).
+DECODE_PARAMS = {"beam_size": int, "max_len_a": float, "max_len_b": int, "length_penalty": float, "rerank": str}
 EXAMPLE = "return the absolute value of x"
 
 

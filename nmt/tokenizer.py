@@ -145,7 +145,7 @@ class Tokenizer:
     n_specials = N_SPECIALS
     specials = SPECIALS
 
-    def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False):
+    def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False, name_placeholders: bool = False):
         problems = _problems(cl100k_ids)
         if problems:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
@@ -153,6 +153,7 @@ class Tokenizer:
         self.cl100k_ids: tuple[int, ...] = tuple(int(t) for t in cl100k_ids)
         # Texts are masked with nmt.placeholders before encoding (the Translator's job, not encode's).
         self.string_placeholders = bool(string_placeholders)
+        self.name_placeholders = bool(name_placeholders)
         self.vocab_size = FIRST_CL100K_ID + len(self.cl100k_ids)
         # cl100k id -> compact id; -1 = not in the vocabulary, falls back to its bytes.
         lut = np.full(tables.n, -1, dtype=np.int32)
@@ -168,7 +169,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
-              string_placeholders: bool = False) -> Tokenizer:
+              string_placeholders: bool = False, name_placeholders: bool = False) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
@@ -195,7 +196,7 @@ class Tokenizer:
             required[tables.single_byte] = False
         candidates = np.flatnonzero((counts >= min_freq) | required)
         order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
-        return cls(candidates[order][:max_vocab].tolist(), string_placeholders)
+        return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
@@ -273,6 +274,8 @@ class Tokenizer:
         }
         if self.string_placeholders:
             data["string_placeholders"] = True
+        if self.name_placeholders:
+            data["name_placeholders"] = True
         return data
 
     @classmethod
@@ -283,7 +286,7 @@ class Tokenizer:
             problems.append(f"expected a JSON object, got {type(data).__name__}")
         else:
             required = ("format", "version", "base_encoding", "specials", "cl100k_ids")
-            known = (*required, "string_placeholders")
+            known = (*required, "string_placeholders", "name_placeholders")
             problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
             problems += [f"missing key {k!r}" for k in required if k not in data]
             if "format" in data and data["format"] != FORMAT:
@@ -296,14 +299,15 @@ class Tokenizer:
                 problems.append(f"specials are {data['specials']!r}, expected {list(SPECIALS)!r}")
             if "cl100k_ids" in data:
                 problems += _problems(data["cl100k_ids"])
-            if not isinstance(data.get("string_placeholders", False), bool):
-                problems.append(f"string_placeholders must be true or false, got {data['string_placeholders']!r}")
+            for flag in ("string_placeholders", "name_placeholders"):
+                if not isinstance(data.get(flag, False), bool):
+                    problems.append(f"{flag} must be true or false, got {data[flag]!r}")
         if problems:
             raise ModelFileError(
                 f"{source}: invalid tokenizer file: " + "; ".join(problems)
                 + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
             )
-        return cls(data["cl100k_ids"], data.get("string_placeholders", False))
+        return cls(data["cl100k_ids"], data.get("string_placeholders", False), data.get("name_placeholders", False))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON, atomically."""
@@ -320,11 +324,13 @@ class Tokenizer:
     # ------------------------------------------------------------------ misc
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
-                and self.string_placeholders == other.string_placeholders)
+                and self.string_placeholders == other.string_placeholders
+                and self.name_placeholders == other.name_placeholders)
 
     def __hash__(self) -> int:
-        return hash((self.cl100k_ids, self.string_placeholders))
+        return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders))
 
     def __repr__(self) -> str:
         extra = ", string_placeholders=True" if self.string_placeholders else ""
+        extra += ", name_placeholders=True" if self.name_placeholders else ""
         return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)}{extra})"

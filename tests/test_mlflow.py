@@ -183,6 +183,7 @@ def test_served_champion_translates(model_server, pipeline_repo):
     ('{"inputs": [{"nl": null}]}', "valid string"),
     ('{"inputs": [{"nl": "x"}], "params": {"beam_size": 0}}', "beam_size"),    # out of range
     ('{"inputs": [{"nl": "x"}], "params": {"beam_size": "four"}}', "beam_size"),
+    ('{"inputs": [{"nl": "x"}], "params": {"rerank": "bogus"}}', "rerank"),
     ('{"dataframe_records": [{"nl": "x"}]}', "inputs"),                       # not the documented form
     ("not json", "JSON"),
 ])

@@ -185,3 +185,56 @@ def test_translator_masks_the_input_and_restores_literals_it_never_saw(tmp_path)
     # Without the setting the same weights see the literals themselves and do not reproduce them.
     plain = Translator(model, Tokenizer(tok.cl100k_ids), tok.bos_id, tok.eos_id)
     assert [t.text for t in plain.translate(inputs, max_len_b=20)] != expected
+
+
+# ---------------------------------------------------------------------- names (tokenize.name_placeholders)
+@pytest.mark.parametrize("word, code_like", [
+    ("strip_tags", True), ("__init__", True), ("HttpResponse", True), ("utf8", True), ("_meta", True),
+    ("value", False), ("The", False), ("x", False), ("I", False),
+])
+def test_code_like_names_are_told_from_english_words(word, code_like):
+    assert P.is_code_like(word) is code_like
+
+
+def test_names_share_the_numbering_with_strings_and_split_dotted_names():
+    nl = "call the function warn with string 'get_cache is deprecated', and category six.RemovedInDjango19Warning."
+    code = "warn ( 'get_cache is deprecated' , six . RemovedInDjango19Warning )"
+    masked_nl, masked_code, literals = P.mask_pair(nl, code, names=True)
+    assert literals == ["get_cache is deprecated", "RemovedInDjango19Warning"]
+    assert masked_nl == "call the function warn with string '_STR:0_', and category six._ID:1_."
+    assert masked_code == "warn ( '_STR:0_' , six . _ID:1_ )"
+    # a name quoted as a string elsewhere keeps the two kinds apart
+    nl2, code2, lits2 = P.mask_pair("if 'strip_tags' is in value and strip_tags is true",
+                                    "if 'strip_tags' in value and strip_tags :", names=True)
+    assert code2 == "if '_STR:0_' in value and _ID:1_ :" and lits2 == ["strip_tags", "strip_tags"]
+    # off by default: the string-only behaviour is unchanged
+    assert P.mask_pair(nl, code)[1] == "warn ( '_STR:0_' , six . RemovedInDjango19Warning )"
+
+
+identifierish = st.text(alphabet=st.sampled_from(list("aB_1 .'\"x:ID()STR")), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), identifierish), st.one_of(st.text(max_size=60), identifierish))
+def test_masking_names_is_exactly_reversible(nl, code):
+    masked_nl, masked_code, literals = P.mask_pair(nl, code, names=True)
+    assert P.restore(masked_nl, literals) == nl
+    assert P.restore(masked_code, literals) == code
+
+
+def test_name_placeholders_need_string_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
+    from nmt.config import params_from_dict
+    from nmt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tokenize.name_placeholders"):
+        params_from_dict({"tokenize": {"name_placeholders": True}})
+    raw = tmp_path / "raw"
+    pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
+    for split in ("train", "dev", "test"):
+        write_jsonl(raw / f"{split}.jsonl", pairs)
+    tokenize_dataset(raw, tmp_path / "tok", TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True))
+    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    assert tok.name_placeholders and tok.string_placeholders
+    split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
+    assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
+    assert load_literals(tmp_path / "tok", "dev", 1) == [["allow_lazy", "remove_tags"]]
