@@ -205,6 +205,8 @@ class Run:
         if cfg.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
             mlflow.set_system_metrics_samples_before_logging(1)
+        # Under `dvc exp run` the run is named after the DVC experiment, so the two read the same.
+        run_name = run_name or os.environ.get("DVC_EXP_NAME") or None
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, log_system_metrics=cfg.system_metrics)
         return cls(run.info.run_id, experiment_id, uri)
 
