@@ -10,14 +10,16 @@ log=$(mktemp)
 .venv/bin/nmt ui --port "$port" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
-url=$(grep -o 'http://[^ ]*' "$log" | head -1)
+url=
+for _ in $(seq 90); do  # `nmt ui` prints the runs-page URL once the server answers
+  url=$(grep -o 'http://[^ ]*#/experiments/[^ ]*' "$log" | head -1 || true); [ -n "$url" ] && break; sleep 1
+done
 [ -n "$url" ] || { cat "$log" >&2; exit 1; }
 profile=$(mktemp -d)
 # The flags keep Chromium off the network it cannot reach here (no sync, no component updates).
 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --window-size="${SIZE:-1600,900}" --virtual-time-budget=15000 \
+  --user-data-dir="$profile" --window-size="${SIZE:-2560,700}" --virtual-time-budget=15000 \
   --hide-scrollbars --screenshot="$out" "$url" 2>/dev/null
 rm -rf "$profile"
 echo "$out <- $url"
