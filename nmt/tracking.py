@@ -84,6 +84,15 @@ def _set_store(root: Path) -> str:
     return uri
 
 
+def connect(root: Path) -> str:
+    """Point MLflow at the project's store once it answers (:func:`check_reachable`); return its URI."""
+    _quiet_http_retries()
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    _set_store(root)
+    return uri
+
+
 def ensure_experiment(name: str, root: Path) -> str:
     """Create ``name`` (artifacts in ``root/mlartifacts``) if needed, tag it for the UI; return its id."""
     import mlflow
@@ -189,10 +198,8 @@ class Run:
         if not cfg.enabled:
             return cls()
         root = project_root() if root is None else root
-        _quiet_http_retries()
-        uri = tracking_uri(root)
         try:
-            check_reachable(uri)
+            uri = connect(root)
         except TrackingError as e:
             if cfg.required:
                 raise
@@ -200,7 +207,6 @@ class Run:
             return cls()
         import mlflow
 
-        _set_store(root)
         experiment_id = ensure_experiment(cfg.experiment, root)
         if cfg.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
@@ -217,14 +223,11 @@ class Run:
         if not cfg.enabled or not info.get("run_id"):
             return cls()
         root = project_root() if root is None else root
-        _quiet_http_retries()
-        uri = tracking_uri(root)
         try:
-            check_reachable(uri)
+            uri = connect(root)
             import mlflow
             from mlflow.exceptions import MlflowException
 
-            _set_store(root)
             try:
                 mlflow.start_run(run_id=info["run_id"])
             except MlflowException as e:
@@ -354,11 +357,7 @@ def recent_runs(experiment: str, limit: int, root: Path | None = None) -> list[d
 
     import mlflow
 
-    root = project_root() if root is None else root
-    _quiet_http_retries()
-    uri = tracking_uri(root)
-    check_reachable(uri)
-    _set_store(root)
+    uri = connect(project_root() if root is None else root)
     if mlflow.get_experiment_by_name(experiment) is None:
         raise TrackingError(f"no experiment {experiment!r} in {uri} (train a model first: `make repro`)")
     frame = mlflow.search_runs(experiment_names=[experiment], max_results=limit, order_by=["attributes.start_time DESC"])
