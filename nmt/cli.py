@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -278,7 +280,6 @@ def check_metrics(
     rev: Annotated[str, typer.Option(help="git revision holding the committed metrics")] = "HEAD",
 ) -> None:
     """Compare the workspace's metrics/ with the committed ones (`dvc metrics diff`); exit 1 on a move."""
-    import shutil
     import subprocess
 
     from nmt.regression import metric_moves
@@ -334,7 +335,6 @@ def ui(
 ) -> None:
     """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
     import subprocess
-    import time
     import urllib.request
     import webbrowser
 
@@ -346,7 +346,10 @@ def ui(
     except NmtError as e:
         fail(str(e), e.exit_code)
     mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)])
+    # Its own process group: `mlflow ui` spawns uvicorn and job workers that outlive a plain terminate().
+    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)],
+                              start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the cleanup below
     try:
         for _ in range(120):  # wait until it answers, then point the user (and a browser) at the runs page
             if server.poll() is not None:
@@ -361,8 +364,26 @@ def ui(
             webbrowser.open(url)
         server.wait()
     except KeyboardInterrupt:
-        server.terminate()
-        server.wait(timeout=30)
+        pass
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(process) -> None:
+    """SIGTERM the process group of ``process``, SIGKILL it if it is still there after 10 s."""
+    import os
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            time.sleep(1)  # the leader is gone; its workers get a moment before the SIGKILL round
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _experiment_name(params: Path) -> str:
