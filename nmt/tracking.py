@@ -17,10 +17,14 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import urllib.error
+import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +182,29 @@ def environment_tags(device: Any) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- runs
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the enclosed store write is done, then deliver them.
+
+    A KeyboardInterrupt raised inside a SQLite write can leave that transaction's lock behind, and
+    the next write (ending the run as KILLED) then fails with "database is locked", leaving the run
+    RUNNING. Held here, the signal lands between writes. Only the main thread receives signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)  # handled as it would have been: KeyboardInterrupt, SystemExit
+
+
 class Run:
     """One MLflow run, new or reopened; every method is a no-op when tracking is off.
 
@@ -257,37 +284,43 @@ class Run:
         if self.enabled:
             import mlflow
 
-            mlflow.log_params(params)
+            with signals_held():
+                mlflow.log_params(params)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.set_tags({k: v for k, v in tags.items() if v not in ("", None)})
+            with signals_held():
+                mlflow.set_tags({k: v for k, v in tags.items() if v not in ("", None)})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            with signals_held():
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).exists():
             import mlflow
 
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            with signals_held():
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_table(data=columns, artifact_file=artifact_file)
+            with signals_held():
+                mlflow.log_table(data=columns, artifact_file=artifact_file)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.end_run(status=status)
+            with signals_held():
+                mlflow.end_run(status=status)
 
 
 # --------------------------------------------------------------------------- the model registry

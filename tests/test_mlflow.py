@@ -320,3 +320,16 @@ def test_nmt_runs_on_a_dead_store_is_a_clear_error(pipeline_repo):
     proc = subprocess.run([str(Path(sys.executable).parent / "nmt"), "runs"], cwd=root,
                           env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and uri in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_signal_during_a_store_write_is_delivered_after_it():
+    """Ctrl-C inside a SQLite write left a lock behind and the run RUNNING; it now waits for the write."""
+    from nmt.tracking import signals_held
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            signal.raise_signal(signal.SIGINT)
+            finished.append("write")
+    assert finished == ["write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
