@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django test bench ui serve lock clean
+.PHONY: install repro django test bench fuzz ui serve lock clean
 
 install: $(STAMP)
 
@@ -23,6 +23,7 @@ repro: install  ## run (or bring up to date) the whole DVC pipeline, then show i
 
 # `make django EXP_ARGS=-f` runs it again (overwriting the experiment); any `dvc exp run` option fits.
 EXP_ARGS ?=
+BENCH_ARGS ?=
 django: install  ## the Django recipe (recipes/django.yaml) as the DVC experiment `django`, then its metrics
 	$(BIN)/python -m nmt.recipes django --run $(EXP_ARGS)
 	$(BIN)/dvc metrics show
@@ -30,8 +31,11 @@ django: install  ## the Django recipe (recipes/django.yaml) as the DVC experimen
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: install  ## decoding speed ratios -> benchmarks/decode_results.json
-	$(BIN)/python -m benchmarks.decode_speed
+bench: install  ## speed vs nn.Transformer, HF BART, tiktoken; MFU -> benchmarks/results.json (~10 min; BENCH_ARGS=--quick < 2)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+fuzz: install  ## the hypothesis fuzz tests (pytest -m fuzz) at 10,000 examples each instead of a few hundred (~5 min)
+	NMT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q -m fuzz
 
 ui: install  ## MLflow UI on 127.0.0.1:5000, opening on this project's runs (prints the URL)
 	$(BIN)/nmt ui --port 5000

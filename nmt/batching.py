@@ -16,9 +16,10 @@ class Batch:
     tgt_out: torch.Tensor  # (B, T) target ids + EOS, right-padded
     n_tokens: int  # real target tokens (the loss denominator)
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.src.to(device), self.src_mask.to(device), self.tgt_in.to(device),
-                     self.tgt_out.to(device), self.n_tokens)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """The batch on ``device``; ``non_blocking`` overlaps the copy with compute (from pinned memory)."""
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.src, self.src_mask, self.tgt_in,
+                                                                          self.tgt_out)), self.n_tokens)
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:

@@ -392,5 +392,17 @@ def _experiment_name(params: Path) -> str:
     return load_params(params).mlflow.experiment
 
 
+def main() -> None:
+    """The `nmt` command: typer's app, with file system errors (disk full, read-only) as a message."""
+    from nmt.errors import describe_os_error
+
+    try:
+        app()
+    except OSError as e:
+        if e.filename is None:
+            raise
+        fail(describe_os_error(e), 1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -76,6 +76,12 @@ class DataConfig:
     source: Literal["stdlib", "django", "concode", "jsonl"] = opt("stdlib", "which data source to use")
     max_nl_tokens: int = opt(64, "drop pairs whose description has more cl100k tokens (train split only for benchmark sources)", *positive)
     max_code_tokens: int = opt(128, "drop pairs whose code has more cl100k tokens (train split only for benchmark sources)", *positive)
+    max_bad_fraction: float = opt(0.01, "share of a data file's lines that may be bad (not UTF-8 or JSON, nl/code "
+                                        "missing, not strings or empty, over 100 kB): they are skipped and counted "
+                                        "in stats.json; more stops the download stage naming the first",
+                                  lambda v: 0 <= v <= 1, "must be in [0, 1]")
+    drop_duplicates: bool = opt(False, "drop exact (nl, code) repeats from the splits the length limits apply to "
+                                       "(counted in stats.json either way; off keeps benchmark training sets as published)")
     stdlib: StdlibConfig = section(StdlibConfig)
     django: DjangoConfig = section(DjangoConfig)
     concode: ConcodeConfig = section(ConcodeConfig)
@@ -160,6 +166,12 @@ class TrainConfig:
                                 "checkpoint (0 = off; e.g. 0.999)", *fraction)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "where to train; auto = cuda when available")
     threads: int = opt(0, "CPU threads for torch (0 = torch's default)", *non_negative)
+    checkpoint_every: int = opt(100, "steps between resume checkpoints (models/resume/), also written on "
+                                     "Ctrl-C and SIGTERM; removed once training ends", *positive)
+    resume: bool = opt(True, "continue from models/resume/ when a killed run left one (params must match, "
+                             "max_steps aside); false starts over")
+    max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/inf loss or gradient "
+                                "(each is skipped: no update)", *positive)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -193,7 +205,7 @@ def decoding_of(cfg: EvaluateConfig) -> dict[str, Any]:
 def decoding_from_dict(raw: Any, prefix: str, problems: list[str]) -> dict[str, Any]:
     """Validate a (possibly partial) decoding mapping with the evaluate section's types and ranges."""
     if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {raw!r}")
+        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {_show(raw)}")
         return {}
     problems.extend(f"{prefix}{key}: unknown key (known keys here: {', '.join(DECODING_KEYS)})"
                     for key in raw if key not in DECODING_KEYS)
@@ -241,6 +253,18 @@ class Params:
 
 
 # --------------------------------------------------------------------------- loading
+MAX_INT = 2**63 - 1  # no option needs more, and a bigger integer breaks float() and str()
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for a message, cut short: a pasted blob or a 5000-digit number must not flood it."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer over Python's 4300-digit limit, maybe inside a list
+        text = f"<a {type(value).__name__} holding an integer too long to print>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
@@ -254,26 +278,26 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     if typing.get_origin(tp) is Literal:
         if value in typing.get_args(tp):
             return value
-        problems.append(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        problems.append(f"{key}: expected one of {_type_name(tp)}, got {_show(value)}")
         return None
     ok = False
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT
     elif tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads `1e-3` (no dot) as a string; accept any numeric spelling.
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; accept any numeric spelling. An int too
+            # large for a float (10**400) stays an int and is rejected below.
             try:
                 value = float(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        value = float(value) if ok else value
+        ok = isinstance(value, float) and math.isfinite(value)
     elif tp is str:
         ok = isinstance(value, str)
     if not ok:
-        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        problems.append(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
         return None
     return value
 
@@ -282,7 +306,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.') or '(top level)'}: expected a mapping, got {raw!r}")
+        problems.append(f"{prefix.rstrip('.') or '(top level)'}: expected a mapping, got {_show(raw)}")
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -301,7 +325,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
             continue
         check = f.metadata.get("check")
         if check is not None and not check(value):
-            problems.append(f"{key}: {f.metadata['rule']}, got {value!r}")
+            problems.append(f"{key}: {f.metadata['rule']}, got {_show(value)}")
             continue
         kwargs[name] = value
     obj = cls(**kwargs)
@@ -326,7 +350,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ConfigError([f"file not found (run from the repository root, or pass its path)"], str(path))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: a number over Python's 4300 digits
         raise ConfigError([f"not valid YAML: {e}"], str(path)) from e
     return params_from_dict(raw, str(path))
 

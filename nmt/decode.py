@@ -40,9 +40,10 @@ def _check_len(model: Transformer, max_len: int) -> int:
 def length_limit(src_len: int, max_len_a: float, max_len_b: int) -> int:
     """Longest output for a source of ``src_len`` tokens (fairseq): ``floor(a * src_len) + b``.
 
-    The decoders cap it further at the model's ``max_len``.
+    The decoders cap it further at the model's ``max_len``, so ``a * src_len`` is capped at 2**62
+    first: ``a = 1e308`` would otherwise make it inf, which int() refuses.
     """
-    return int(max_len_a * src_len) + max_len_b
+    return int(min(max_len_a * src_len, 2**62)) + max_len_b
 
 
 def _decode_rows(
@@ -137,6 +138,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         probs = sorted_logits.softmax(dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs  # (b, V) mass of the better-ranked tokens
         drop_sorted = mass_before >= top_p
+        drop_sorted[:, 0] = False  # the best token, even when top_p rounds to 0 in the logits' dtype (5e-324)
         drop = drop_sorted.scatter(1, order, drop_sorted)  # (b, V) back in vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -171,7 +173,11 @@ def sample(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
 
     def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = F.log_softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)  # (b, V)
+        # The top logit shifted to 0, and the temperature kept a normal number of the logits' dtype
+        # (1e-300 is 0 in float32): a tiny temperature then sends the rest to -inf (greedy), never to nan.
+        t = max(temperature, torch.finfo(logits.dtype).tiny)
+        z = (logits - logits.max(dim=-1, keepdim=True).values) / t
+        logp = F.log_softmax(filter_logits(z, top_k, top_p), dim=-1)  # (b, V)
         token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (b,)
         return token, logp.gather(1, token[:, None]).squeeze(1)
 
@@ -183,8 +189,14 @@ def sample(
 
 
 def length_penalty(length: int, alpha: float) -> float:
-    """GNMT length penalty (Wu et al. 2016): lp(Y) = ((5 + |Y|) / 6) ** alpha; score = log P(Y) / lp(Y)."""
-    return ((5.0 + length) / 6.0) ** alpha
+    """GNMT length penalty (Wu et al. 2016): lp(Y) = ((5 + |Y|) / 6) ** alpha; score = log P(Y) / lp(Y).
+
+    A huge alpha (1e300) gives inf, as float ** raises OverflowError rather than return it.
+    """
+    try:
+        return ((5.0 + length) / 6.0) ** alpha
+    except OverflowError:
+        return float("inf")
 
 
 @torch.no_grad()
@@ -234,15 +246,15 @@ def beam_search(
         length = step + 1
         last_step = step == max_len - 1
 
-        new_beam = torch.zeros(b, K, dtype=torch.long, device=device)
-        new_tok = torch.zeros(b, K, dtype=torch.long, device=device)
-        new_logp = torch.full((b, K), float("-inf"), device=device)
+        # The scan is plain Python over lists: indexing tensors element by element here cost more
+        # than the decoder step itself. Dead slots keep beam 0, token 0 and -inf.
+        new_beam, new_tok, new_logp = [[0] * K for _ in range(b)], [[0] * K for _ in range(b)], \
+            [[float("-inf")] * K for _ in range(b)]
         done = [False] * b
-        for i, s in enumerate(sources):
+        for i, (s, lps, beams, toks) in enumerate(zip(sources, top_logp.tolist(), top_beam.tolist(),
+                                                      top_tok.tolist())):
             n_live = 0
-            for rank, (lp, beam, tok) in enumerate(
-                zip(top_logp[i].tolist(), top_beam[i].tolist(), top_tok[i].tolist())
-            ):
+            for rank, (lp, beam, tok) in enumerate(zip(lps, beams, toks)):
                 if lp == float("-inf"):
                     break
                 if tok == eos_id or last_step:
@@ -251,29 +263,32 @@ def beam_search(
                         finished[s].append(Hypothesis(seq, lp / length_penalty(length, alpha)))
                     continue
                 if n_live < K:
-                    new_beam[i, n_live], new_tok[i, n_live], new_logp[i, n_live] = beam, tok, lp
+                    new_beam[i][n_live], new_tok[i][n_live], new_logp[i][n_live] = beam, tok, lp
                     n_live += 1
             finished[s].sort(key=lambda h: -h.score)
             del finished[s][K:]
             if len(finished[s]) >= n_best:
                 worst_kept = finished[s][n_best - 1].score
-                best_live = new_logp[i].max().item() / best_bound
+                best_live = max(new_logp[i]) / best_bound
                 done[i] = last_step or best_live <= worst_kept
             done[i] = done[i] or last_step or n_live == 0
 
         if all(done):
             break
-        # Gather the surviving beams' rows: row i*K + beam of the old batch.
-        rows = (torch.arange(b, device=device)[:, None] * K + new_beam).view(-1)  # (b*K,)
-        history = torch.cat([history[rows], new_tok.view(-1, 1)], dim=1)
-        token, beam_logp = new_tok.view(-1), new_logp
-        if any(done):
+        new_beam_t = torch.tensor(new_beam, dtype=torch.long, device=device)  # (b, K)
+        new_tok_t = torch.tensor(new_tok, dtype=torch.long, device=device)  # (b, K)
+        # Gather the surviving beams' rows: row i*K + beam of the old batch, a permutation within
+        # each source's K rows.
+        rows = (torch.arange(b, device=device)[:, None] * K + new_beam_t).view(-1)  # (b*K,)
+        history = torch.cat([history[rows], new_tok_t.view(-1, 1)], dim=1)
+        token, beam_logp = new_tok_t.view(-1), torch.tensor(new_logp, device=device)
+        cache = model.reorder_hypotheses(cache, rows)  # memory and the source's entries: same in all K rows
+        if any(done):  # drop finished sources: every per-row tensor loses their K rows
             keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
             keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
             sources = [sources[i] for i in keep_src.tolist()]
-            rows, history, token = rows[keep_rows], history[keep_rows], token[keep_rows]
-            beam_logp = beam_logp[keep_src]
-        memory, src_mask = memory[rows], src_mask[rows]
-        cache = model.select_cache(cache, rows)
+            history, token, beam_logp = history[keep_rows], token[keep_rows], beam_logp[keep_src]
+            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
+            cache = model.select_cache(cache, keep_rows)
 
     return [hyps[:n_best] for hyps in finished]

@@ -32,3 +32,20 @@ class InputTooLongError(NmtError, ValueError):
         self.index, self.n_tokens, self.limit = index, n_tokens, limit  # index: position in the inputs
         super().__init__(f"input {index} has {n_tokens} tokens; the model accepts at most {limit} "
                          "(without strict it would be truncated)")
+
+
+def describe_os_error(e: OSError) -> str:
+    """A filesystem failure as a message naming the path and what to do: disk full, read-only, no permission."""
+    import errno
+
+    where = e.filename if e.filename is not None else "a file"
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space or point the output elsewhere",
+        errno.EDQUOT: "the disk quota is used up: free some space or point the output elsewhere",
+        errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit",
+        errno.EROFS: "the file system is read-only: run from a writable copy of the repository",
+        errno.EACCES: "permission denied: make the directory writable or run from a writable copy",
+        errno.EPERM: "operation not permitted: make the directory writable or run from a writable copy",
+    }
+    hint = hints.get(e.errno or -1, "check that the path exists and can be written")
+    return f"{where}: {e.strerror or e}; {hint}. Files already there were left as they were."

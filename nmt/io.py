@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        # A full disk fails in write() or close(), whose error names no file: name the target.
+        raise OSError(e.errno, e.strerror, str(target)) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

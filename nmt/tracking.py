@@ -249,22 +249,33 @@ class Run:
         info = read_json(run_file)
         if not cfg.enabled or not info.get("run_id"):
             return cls()
+        return cls.reopen(info["run_id"], cfg, root, source=str(run_file))
+
+    @classmethod
+    def reopen(cls, run_id: str, cfg: MlflowConfig, root: Path | None = None, system_metrics: bool = False,
+               source: str = "the resume checkpoint") -> "Run":
+        """Reopen run ``run_id`` (the evaluate and export stages; a resumed training, with its system metrics)."""
+        if not cfg.enabled:
+            return cls()
         root = project_root() if root is None else root
         try:
             uri = connect(root)
             import mlflow
             from mlflow.exceptions import MlflowException
 
+            if system_metrics:
+                mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
+                mlflow.set_system_metrics_samples_before_logging(1)
             try:
-                mlflow.start_run(run_id=info["run_id"])
+                run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics or None)
             except MlflowException as e:
-                raise TrackingError(f"run {info['run_id']} (from {run_file}) is not in the store {uri}: {e.message}")
+                raise TrackingError(f"run {run_id} (from {source}) is not in the store {uri}: {e.message}")
         except TrackingError as e:
             if cfg.required:
                 raise
             print(f"warning: {e}; not logged to MLflow (mlflow.required is false)", file=sys.stderr)
             return cls()
-        return cls(info["run_id"], info.get("experiment_id"), uri)
+        return cls(run_id, run.info.experiment_id, uri)
 
     def write_run_file(self, path: Path) -> None:
         atomic_write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri})

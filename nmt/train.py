@@ -27,16 +27,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nmt import metrics, plots
+from nmt import metrics, plots, resume
 from nmt.batching import Batch, collate, token_budget_batches
 from nmt.checkpoint import save_model
 from nmt.config import Params, TrainConfig, flatten, to_dict
 from nmt.decode import beam_search, greedy
 from nmt.ema import EMA
 from nmt.encode_data import TokenizedSplit, load_literals
+from nmt.errors import NmtError
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
 from nmt.placeholders import restore
+from nmt.stopping import GracefulStop
 from nmt.tokenizer import Tokenizer
 from nmt.tracking import Run, directory_sha256, environment_tags, git_tags
 
@@ -90,6 +92,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, fused: one kernel updates every tensor (CPU and CUDA),
+    instead of a handful of small ops per parameter tensor."""
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=True)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the peak lr after ``step`` optimizer steps.
 
@@ -118,6 +127,38 @@ def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torc
     )
 
 
+def optimizer_step(
+    model: Transformer,
+    micro: list[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    cfg: TrainConfig,
+    ema: EMA | None = None,
+) -> tuple[float, torch.Tensor]:
+    """One optimizer step over the micro-batches: returns (summed loss, gradient norm before clipping);
+    no update when either is NaN/inf.
+
+    Each micro-batch's summed loss is divided by the step's token count before backward, so the
+    gradient is the per-token mean over the whole step however it was split.
+    """
+    step_tokens = sum(b.n_tokens for b in micro)
+    step_loss = 0.0
+    for b in micro:
+        loss = batch_loss(model, b, cfg.label_smoothing)
+        (loss / step_tokens).backward()
+        step_loss += loss.item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
+    # A NaN/inf loss or gradient would poison the weights and AdamW's moments for good: skip the
+    # update (the schedule still advances, so steps and lr stay aligned); the caller counts it.
+    if math.isfinite(step_loss) and torch.isfinite(grad_norm):
+        optimizer.step()
+        if ema:
+            ema.update(model)
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return step_loss, grad_norm
+
+
 # --------------------------------------------------------------------------- data
 def as_lists(split: TokenizedSplit, n: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """Python lists of ids: collation indexes them thousands of times per epoch."""
@@ -135,13 +176,31 @@ class Batches:
         self.tgt_lengths = [min(len(t), max_len - 1) for t in self.tgts]
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
+        self.position = 0  # batches of the current epoch handed out so far
+        self._epoch_start = self.generator.get_state()  # the generator as the current epoch began
+        self._skip = 0
 
     def __iter__(self):
         while True:
+            self._epoch_start = self.generator.get_state()
             self.epoch += 1
             batches = token_budget_batches(self.src_lengths, self.tgt_lengths, self.cfg.batch_tokens, self.generator)
-            for b in torch.randperm(len(batches), generator=self.generator).tolist():
-                yield self.make(batches[b])
+            order = torch.randperm(len(batches), generator=self.generator).tolist()
+            self.position, self._skip = self._skip, 0
+            while self.position < len(order):
+                self.position += 1
+                yield self.make(batches[order[self.position - 1]])
+
+    def state_dict(self) -> dict:
+        """Where the stream stands: the epoch, the generator as it began, the batches handed out."""
+        return {"epoch": self.epoch, "epoch_start": self._epoch_start, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a stream from :meth:`state_dict`: the same epoch's batches, from the same place
+        (call before iterating). The epoch is rebuilt from its generator state, not stored."""
+        self.generator.set_state(state["epoch_start"])
+        self.epoch = max(0, state["epoch"] - 1)  # __iter__ counts the epoch again as it rebuilds it
+        self._skip = state["position"]
 
     def make(self, indices: list[int]) -> Batch:
         return collate(
@@ -227,10 +286,35 @@ def write_outputs(paths: Paths, history: History, summary: dict) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
+class TrainingDiverged(NmtError):
+    """Too many consecutive steps with a NaN/inf loss or gradient."""
+
+
+@dataclass
+class Progress:
+    """Everything the loop counts, saved whole in the resume checkpoint."""
+
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"dev_bleu": -1.0, "dev_exact_match": 0.0, "step": 0})
+    evals_without_gain: int = 0
+    tokens_seen: int = 0
+    train_time: float = 0.0
+    data_time: float = 0.0
+    loss_sum: float = 0.0  # since the last evaluation
+    loss_tokens: int = 0
+    bad_steps: int = 0  # consecutive, now
+    skipped_steps: int = 0  # in all
+    rows: list = field(default_factory=list)  # the dev curve
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+
 def raise_on_sigterm() -> None:
     """Turn SIGTERM (a scheduler stopping the job, `kill`) into SystemExit(143), like Ctrl-C's 130.
 
     The exception unwinds through the loop, so the MLflow run is marked KILLED, not left RUNNING.
+    (Between steps, :class:`GracefulStop` takes over and saves a resume checkpoint first.)
     """
     def handler(signum, frame):
         raise SystemExit(128 + signal.SIGTERM)
@@ -239,20 +323,38 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def find_resume_state(params: Params, paths: Paths, data_sha: str) -> dict | None:
+    """The resume checkpoint a killed run left, if any and if ``train.resume`` (refused when incompatible)."""
+    path = resume.state_path(paths.models)
+    if not path.exists():
+        return None
+    if not params.train.resume:
+        print(f"train.resume is false: starting over (removing {path})", file=sys.stderr)
+        resume.remove(path)
+        return None
+    return resume.load_state(path, resume.fingerprint(params, data_sha))
+
+
 def train(params: Params, paths: Paths = Paths()) -> dict:
     """Train a model on ``paths.data``; write the best checkpoint, metrics, curve and plot.
 
-    The MLflow run is opened first, so an unreachable tracking store fails the stage before any
-    work; its id goes to ``paths.run_file`` for the evaluate and export stages.
+    A run killed earlier continues from its resume checkpoint, in its MLflow run. Otherwise the
+    MLflow run is opened first, so an unreachable tracking store fails the stage before any work;
+    its id goes to ``paths.run_file`` for the evaluate and export stages.
     """
     raise_on_sigterm()
-    run = Run.start(params.mlflow)
+    data_sha = directory_sha256(paths.data)
+    state = find_resume_state(params, paths, data_sha)
+    if state is not None and state.get("mlflow_run_id"):
+        run = Run.reopen(state["mlflow_run_id"], params.mlflow, system_metrics=params.mlflow.system_metrics)
+    else:
+        run = Run.start(params.mlflow)
     with run:
-        summary = _train(params, paths, run)
+        summary = _train(params, paths, run, data_sha, state)
     return summary
 
 
-def _train(params: Params, paths: Paths, run: Run) -> dict:
+def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | None) -> dict:
     cfg = params.train
     seed_everything(params.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -269,86 +371,153 @@ def _train(params: Params, paths: Paths, run: Run) -> dict:
     model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     scored = ema.model if ema else model  # the weights dev scores and the best checkpoint come from
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    batches = iter(Batches(train_split, tok, cfg, params.model.max_len, params.seed))
+    stream = Batches(train_split, tok, cfg, params.model.max_len, params.seed)
+    progress, best_weights = Progress(), None
+    resume_path = resume.state_path(paths.models)
 
-    run.write_run_file(paths.run_file)
-    run.log_params(flatten(to_dict(params)))
-    run.set_tags({**git_tags(Path.cwd()), **environment_tags(device), "data.source": params.data.source,
-                  "data.sha256": directory_sha256(paths.data), "parameters": model.num_parameters()})
+    def save_best() -> None:
+        save_model(scored, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
+                   info={"step": progress.best["step"], "dev_bleu": progress.best["dev_bleu"]})
 
-    history = History()
-    best = {"dev_bleu": -1.0, "dev_exact_match": 0.0, "step": 0}
-    evals_without_gain, tokens_seen, train_time = 0, 0, 0.0
-    loss_sum, loss_tokens = 0.0, 0
+    def checkpoint() -> None:
+        resume.save_state(resume_path, {
+            "fingerprint": resume.fingerprint(params, data_sha), "mlflow_run_id": run.run_id or "",
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "ema": {"model": ema.model.state_dict(), "updates": ema.updates} if ema else None,
+            "batches": stream.state_dict(), "rng": resume.rng_states(), "progress": progress.state_dict(),
+            "best_weights": best_weights,
+        })
+
+    if state is None:
+        run.write_run_file(paths.run_file)
+        run.log_params(flatten(to_dict(params)))
+        run.set_tags({**git_tags(Path.cwd()), **environment_tags(device), "data.source": params.data.source,
+                      "data.sha256": data_sha, "parameters": model.num_parameters()})
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema:
+            ema.model.load_state_dict(state["ema"]["model"])
+            ema.updates = state["ema"]["updates"]
+        stream.load_state_dict(state["batches"])
+        resume.set_rng_states(state["rng"])
+        progress = Progress(**state["progress"])
+        best_weights = state["best_weights"]
+        if best_weights is not None:
+            # `dvc repro` deletes the stage's outputs before running it again: put the best back.
+            scored_now = {k: v.clone() for k, v in scored.state_dict().items()}
+            scored.load_state_dict(best_weights)
+            save_best()
+            scored.load_state_dict(scored_now)
+        run.write_run_file(paths.run_file)
+        print(f"resuming from step {progress.step} ({resume_path}; best dev BLEU "
+              f"{progress.best['dev_bleu']:.2f} at step {progress.best['step']})", file=sys.stderr)
+
+    batches = iter(stream)
     model.train()
     # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
-    bar = tqdm(range(1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(range(progress.step + 1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
+               initial=progress.step, total=cfg.max_steps, mininterval=0.1 if sys.stderr.isatty() else 30.0)
     try:
-        for step in bar:
-            t0 = time.perf_counter()
-            micro = [next(batches).to(device) for _ in range(cfg.accumulate)]
-            step_tokens = sum(b.n_tokens for b in micro)
-            step_loss = 0.0
-            for b in micro:
-                loss = batch_loss(model, b, cfg.label_smoothing)
-                (loss / step_tokens).backward()
-                step_loss += loss.item()
-            loss_sum += step_loss
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema:
-                ema.update(model)
-            step_time = time.perf_counter() - t0
-            train_time += step_time
-            loss_tokens += step_tokens
-            tokens_seen += step_tokens
-            lr = scheduler.get_last_lr()[0]
-            # refresh=False: the bar redraws on its own schedule (every 30 s in a log file), not every step
-            bar.set_postfix(loss=f"{loss_sum / loss_tokens:.3f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens_seen / train_time:.0f}", refresh=False)
-            run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm),
-                             "tok_s": step_tokens / step_time}, step)
-
-            if step % cfg.eval_every and step != cfg.max_steps:
-                continue
-            scores = evaluate_dev(scored, dev, tok, cfg, device)
-            row = {"step": step, "train_loss": loss_sum / loss_tokens, "lr": lr, **scores}
-            history.rows.append(row)
-            loss_sum, loss_tokens = 0.0, 0
-            run.log_metrics({k: v for k, v in scores.items()}, step)
-            bar.write(f"step {step}: dev loss {scores['dev_loss']:.3f}  BLEU {scores['dev_bleu']:.2f}  "
-                      f"EM {scores['dev_exact_match']:.2f}")
-            if scores["dev_bleu"] > best["dev_bleu"]:
-                best = {"dev_bleu": scores["dev_bleu"], "dev_exact_match": scores["dev_exact_match"], "step": step}
-                save_model(scored, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
-                           info={"step": step, "dev_bleu": scores["dev_bleu"]})
-                evals_without_gain = 0
-            else:
-                evals_without_gain += 1
-                if cfg.patience and evals_without_gain >= cfg.patience:
-                    bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
-                    break
+        with GracefulStop() as stop:
+            for step in bar:
+                if _one_step(step, model, batches, optimizer, scheduler, cfg, ema, device, progress, run, bar):
+                    progress.step = step
+                    lr = scheduler.get_last_lr()[0]
+                    if _evaluate_if_due(step, lr, scored, dev, tok, cfg, device, progress, run, bar):
+                        save_best()
+                        best_weights = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+                    if step % cfg.checkpoint_every == 0 or stop.requested:
+                        checkpoint()
+                    stop.check()
+                    if cfg.patience and progress.evals_without_gain >= cfg.patience:
+                        bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
+                        break
+                else:
+                    progress.step = step
+                    stop.check()
     finally:
         bar.close()
 
-    summary = {
-        "best_dev_bleu": best["dev_bleu"],
-        "best_dev_exact_match": best["dev_exact_match"],
-        "best_step": best["step"],
-        "steps": step,
-        "epochs": round(tokens_seen / max(1, int(train_split.tgt_lengths.sum()) + len(train_split)), 2),
-        "train_seconds": round(train_time, 1),
-        "train_tokens_per_s": round(tokens_seen / train_time),
-        "parameters": model.num_parameters(),
-        "mlflow_run_id": run.run_id or "",
-    }
-    write_outputs(paths, history, summary)
+    summary = _summary(progress, train_split, model, run)
+    write_outputs(paths, History(progress.rows), summary)
+    resume.remove(resume_path)  # finished: nothing left to resume
     run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     for artifact in (Path("params.yaml"), paths.metrics / "train_curve.csv", paths.plots / "bleu.png", paths.best_config):
         run.log_artifact(artifact)
     return summary
+
+
+def _one_step(step: int, model: Transformer, batches, optimizer, scheduler, cfg: TrainConfig, ema: EMA | None,
+              device: torch.device, progress: Progress, run: Run, bar) -> bool:
+    """Train one step; False when its loss or gradient was not finite (skipped: no update)."""
+    t0 = time.perf_counter()
+    micro = [next(batches).to(device, non_blocking=True) for _ in range(cfg.accumulate)]
+    progress.data_time += time.perf_counter() - t0
+    step_tokens = sum(b.n_tokens for b in micro)
+    step_loss, grad_norm = optimizer_step(model, micro, optimizer, scheduler, cfg, ema)
+    step_time = time.perf_counter() - t0
+    progress.train_time += step_time
+    if not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))):
+        progress.bad_steps += 1
+        progress.skipped_steps += 1
+        bar.write(f"step {step}: non-finite loss ({step_loss}) or gradient norm ({float(grad_norm)}): skipped "
+                  f"({progress.bad_steps} in a row, train.max_bad_steps={cfg.max_bad_steps})")
+        if progress.bad_steps >= cfg.max_bad_steps:
+            raise TrainingDiverged(
+                f"training stopped at step {step}: {progress.bad_steps} consecutive steps with a NaN/inf loss or "
+                f"gradient; models/best.safetensors keeps the best dev checkpoint (step {progress.best['step']}) "
+                f"and models/resume/ the last periodic one. Lower train.lr, raise train.warmup_steps or set "
+                f"train.clip_norm, then run again with train.resume: false")
+        return False
+    progress.bad_steps = 0
+    progress.loss_sum += step_loss
+    progress.loss_tokens += step_tokens
+    progress.tokens_seen += step_tokens
+    lr = scheduler.get_last_lr()[0]
+    # refresh=False: the bar redraws on its own schedule (every 30 s in a log file), not every step
+    bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_tokens:.3f}", lr=f"{lr:.2e}",
+                    tok_s=f"{progress.tokens_seen / progress.train_time:.0f}", refresh=False)
+    run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm),
+                     "tok_s": step_tokens / step_time}, step)
+    return True
+
+
+def _evaluate_if_due(step: int, lr: float, scored: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig,
+                     device: torch.device, progress: Progress, run: Run, bar) -> bool:
+    """Score dev every ``eval_every`` steps and at the last; True when this is a new best dev BLEU."""
+    if step % cfg.eval_every and step != cfg.max_steps:
+        return False
+    scores = evaluate_dev(scored, dev, tok, cfg, device)
+    row = {"step": step, "train_loss": progress.loss_sum / max(1, progress.loss_tokens), "lr": lr, **scores}
+    progress.rows.append(row)
+    progress.loss_sum, progress.loss_tokens = 0.0, 0
+    run.log_metrics(dict(scores), step)
+    bar.write(f"step {step}: dev loss {scores['dev_loss']:.3f}  BLEU {scores['dev_bleu']:.2f}  "
+              f"EM {scores['dev_exact_match']:.2f}")
+    if scores["dev_bleu"] > progress.best["dev_bleu"]:
+        progress.best = {"dev_bleu": scores["dev_bleu"], "dev_exact_match": scores["dev_exact_match"], "step": step}
+        progress.evals_without_gain = 0
+        return True
+    progress.evals_without_gain += 1
+    return False
+
+
+def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run) -> dict:
+    train_time = max(progress.train_time, 1e-9)
+    return {
+        "best_dev_bleu": progress.best["dev_bleu"],
+        "best_dev_exact_match": progress.best["dev_exact_match"],
+        "best_step": progress.best["step"],
+        "steps": progress.step,
+        "skipped_steps": progress.skipped_steps,  # NaN/inf loss or gradient: no update
+        "epochs": round(progress.tokens_seen / max(1, int(train_split.tgt_lengths.sum()) + len(train_split)), 2),
+        "train_seconds": round(progress.train_time, 1),
+        "train_tokens_per_s": round(progress.tokens_seen / train_time),
+        "data_wait_share": round(progress.data_time / train_time, 4),  # of the step time, spent making batches
+        "parameters": model.num_parameters(),
+        "mlflow_run_id": run.run_id or "",
+    }

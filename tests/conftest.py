@@ -16,6 +16,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def fuzz_examples(default: int) -> int:
+    """Hypothesis examples of a `fuzz` test: ``default`` in the normal suite, NMT_FUZZ_EXAMPLES in `make fuzz`."""
+    return int(os.environ.get("NMT_FUZZ_EXAMPLES") or default)
+
 NAMES = ["x", "y", "value", "count", "items", "name", "total", "path", "data", "key"]
 TEMPLATES = [
     ("return the sum of {a} and {b}", "return {a} + {b}"),

@@ -452,7 +452,7 @@ def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path, bad_line: byte
 
 def test_jsonl_lone_surrogate_is_rejected_before_writing(tmp_path: Path) -> None:
     cfg = jsonl_cfg(tmp_path, GOOD.encode(), GOOD.encode(), GOOD.encode() + b'{"nl": "\\ud800", "code": "b"}\n')
-    with pytest.raises(DataError, match=r"my_test\.jsonl: pair 2 .*surrogate"):
+    with pytest.raises(DataError, match=r"my_test\.jsonl:2: .*surrogate"):
         prepare_data(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

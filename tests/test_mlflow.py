@@ -265,20 +265,7 @@ def run_statuses(work: Path) -> list[str]:
     return [r.info.status for r in client.search_runs([experiment.experiment_id])]
 
 
-@pytest.mark.parametrize("sig, code, status", [(signal.SIGINT, 130, "KILLED"), (signal.SIGTERM, 143, "KILLED")])
-def test_interrupted_training_marks_its_run_killed(pipeline_repo, tmp_path, sig, code, status):
-    work, env = copy_for_training(pipeline_repo, tmp_path, max_steps=100_000, eval_every=100_000)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (work / "models/mlflow_run.json").exists():  # written once the run is open and training starts
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert run_statuses(work) == [status]
+# Ctrl-C and SIGTERM mark the run KILLED: tests/test_resume.py, which also checks their resume checkpoint.
 
 
 def test_crashed_training_marks_its_run_failed(pipeline_repo, tmp_path, monkeypatch):

@@ -155,6 +155,7 @@ class MarkovModel:
         return self.table[token]
 
     select_cache = staticmethod(Transformer.select_cache)
+    reorder_hypotheses = staticmethod(Transformer.reorder_hypotheses)
 
 
 def best_by_enumeration(table: torch.Tensor, max_len: int, alpha: float) -> tuple[list[int], float]:

@@ -18,6 +18,8 @@ from nmt.encode_data import TokenizedSplit, tokenize_dataset
 from nmt.errors import DataError, ModelFileError
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer, base_encoding
 
+from .conftest import fuzz_examples
+
 CORPUS = [
     "define the function strip_tags with an argument value.",
     "def strip_tags ( value ) :",
@@ -41,8 +43,21 @@ def cl100k_counts(texts: list[str]) -> Counter:
 
 
 # ---------------------------------------------------------------------- round trips
-@settings(max_examples=300, deadline=None)
-@given(st.text())
+# Any text without lone surrogates (st.text() leaves them out): arbitrary code points, long texts,
+# and joins of pieces that stress cl100k's pre-tokenizer (special-token text, runs of spaces,
+# newlines or digits, combining marks, BOM, NUL, zero-width joiners).
+TRICKY_PIECES = ["<|endoftext|>", "<|fim_middle|>", " " * 40, "\n" * 9, "\r\n", "\t", "9" * 30, "e\u0301",
+                 "\U0001f600", "\u200d", "\x00", "\ufeff", "\u01c5", "\u0130", "'s", "   x", "\U0010ffff"]
+ANY_TEXT = st.one_of(
+    st.text(),
+    st.text(min_size=200, max_size=3000),
+    st.lists(st.sampled_from(TRICKY_PIECES) | st.text(max_size=4), max_size=40).map("".join),
+)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
+@given(ANY_TEXT)
 def test_encode_decode_is_exact_for_any_text(tok: Tokenizer, text: str) -> None:
     ids = tok.encode(text)
     assert all(tok.n_specials <= i < tok.vocab_size for i in ids)

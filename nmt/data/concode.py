@@ -6,8 +6,9 @@ validation, 2,000 test), or from ``data.concode.local_dir`` holding CodeXGLUE's 
 
 CodeXGLUE has at times published its test set without the reference code. A test split in which
 no line has non-empty ``code`` is therefore not an error: dev stands in for it and ``stats.json``
-says so (``test_is_dev``). A test split where only some lines lack code is malformed and fails
-naming the first such line.
+says so (``test_is_dev``). In a test split where only some lines lack code those lines are bad
+lines: skipped and counted, and the stage fails naming the first one when they are more than
+``data.max_bad_fraction``.
 
 The hub is checked for reachability first (and ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` are
 honoured), so an offline machine fails in seconds with a pointer to ``data.concode.local_dir``
@@ -25,12 +26,15 @@ from pathlib import Path
 from nmt.config import ConcodeConfig
 from nmt.data.jsonl import Pair, SourceData, read_pairs
 from nmt.errors import DataError
-from nmt.io import project_path, read_jsonl
+from nmt.io import project_path
 
 HUB_DATASET = "google/code_x_glue_tc_text_to_code"
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment variable
+
+# The kinds of bad line that mean "this line has no reference code" (nmt.data.jsonl.parse_pair).
+NO_CODE = frozenset({"code_missing", "code_not_string", "code_empty"})
 
 LOCAL_DIR_HINT = "set data.concode.local_dir to a directory with CodeXGLUE's train.json, dev.json and test.json"
 
@@ -47,10 +51,11 @@ def load_local_dir(directory: Path) -> SourceData:
     train = read_pairs(directory / "train.json")
     dev = read_pairs(directory / "dev.json")
     test_path = directory / "test.json"
-    if not any(_has_code(row.get("code")) for row in read_jsonl(test_path, required=("nl",))):
+    test = read_pairs(test_path)
+    if not test.pairs and all(kind in NO_CODE for kind in test.report.bad):
         return SourceData.dev_as_test(train, dev, f"{test_path} has no reference code")
-    # Some lines have code: now every line must, and read_pairs names the first that does not.
-    return SourceData({"train": train, "dev": dev, "test": read_pairs(test_path)})
+    # Some lines have code: the others are bad lines, counted against data.max_bad_fraction.
+    return SourceData.from_files({"train": train, "dev": dev, "test": test})
 
 
 def load_hub(timeout_s: float) -> SourceData:

@@ -45,7 +45,7 @@ def load_local_dir(directory: Path) -> SourceData:
     dev = read_pairs(directory / "dev.jsonl")
     test_path = directory / "test.jsonl"
     if test_path.is_file():
-        return SourceData({"train": train, "dev": dev, "test": read_pairs(test_path)})
+        return SourceData.from_files({"train": train, "dev": dev, "test": read_pairs(test_path)})
     return SourceData.dev_as_test(train, dev, f"{test_path} does not exist")
 
 

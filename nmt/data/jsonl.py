@@ -1,16 +1,28 @@
-"""The ``{"nl", "code"}`` pair format every source ends in, and the ``jsonl`` source (the user's own files)."""
+"""The ``{"nl", "code"}`` pair format every source ends in, and the ``jsonl`` source (the user's own files).
+
+Reading a file skips its bad lines (not UTF-8, not a JSON object, ``nl``/``code`` missing, not
+strings, empty or holding lone surrogates, or longer than :data:`MAX_LINE_BYTES`) and counts them
+in a :class:`LineReport`: one stray line should not sink a 100,000-line file, but
+:func:`nmt.data.prepare.prepare_data` stops when they are more than ``data.max_bad_fraction``.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from nmt.config import JsonlConfig
 from nmt.errors import DataError
-from nmt.io import project_path, read_jsonl
+from nmt.io import project_path
 
 SPLITS = ("train", "dev", "test")
+
+# No description or snippet this model can learn from is 100 kB long (model.max_len tokens are a few
+# kB); a longer line is a stray blob (minified file, base64 data) and counts as bad.
+MAX_LINE_BYTES = 100_000
 
 
 class Pair(NamedTuple):
@@ -18,6 +30,46 @@ class Pair(NamedTuple):
 
     nl: str
     code: str
+
+
+@dataclass
+class LineReport:
+    """The bad lines one file held: how many of each kind, and where the first one is."""
+
+    path: str
+    lines: int = 0  # non-blank lines read, good and bad
+    bad: Counter[str] = field(default_factory=Counter)  # kind -> count
+    first_bad: str = ""  # "path:line: reason" of the first bad line
+
+    @property
+    def n_bad(self) -> int:
+        return sum(self.bad.values())
+
+    def add_bad(self, lineno: int, problem: BadLine) -> None:
+        self.bad[problem.kind] += 1
+        if not self.first_bad:
+            self.first_bad = f"{self.path}:{lineno}: {problem.reason}"
+
+    def summary(self) -> str:
+        """``2 invalid_json, 1 code_empty``: the kinds, most frequent first."""
+        return ", ".join(f"{n} {kind}" for kind, n in self.bad.most_common())
+
+    def to_stats(self) -> dict[str, Any]:
+        return {"file": self.path, "lines": self.lines, "bad": self.n_bad,
+                "kinds": dict(sorted(self.bad.items())), "first_bad": self.first_bad}
+
+
+class BadLine(Exception):
+    """Why one line is not a usable pair: ``kind`` for the counts, ``reason`` for the message."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+class FileRead(NamedTuple):
+    pairs: list[Pair]
+    report: LineReport
 
 
 @dataclass(frozen=True)
@@ -28,44 +80,83 @@ class SourceData:
     test_is_dev: bool = False
     note: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, LineReport] = field(default_factory=dict)  # per split, for sources read from files
 
     @classmethod
-    def dev_as_test(cls, train: list[Pair], dev: list[Pair], reason: str) -> SourceData:
+    def from_files(cls, reads: dict[str, FileRead]) -> SourceData:
+        return cls({s: r.pairs for s, r in reads.items()}, reports={s: r.report for s, r in reads.items()})
+
+    @classmethod
+    def dev_as_test(cls, train: FileRead | list[Pair], dev: FileRead | list[Pair], reason: str) -> SourceData:
         """A source without a usable test set: dev doubles as test, and stats.json says so."""
         note = f"{reason}: the test split is a copy of dev, so test scores are dev scores"
-        return cls({"train": train, "dev": dev, "test": dev}, test_is_dev=True, note=note)
+        if isinstance(train, FileRead) and isinstance(dev, FileRead):
+            data = cls.from_files({"train": train, "dev": dev, "test": dev})
+            return cls(data.splits, test_is_dev=True, note=note, reports=data.reports)
+        return cls({"train": list(train), "dev": list(dev), "test": list(dev)}, test_is_dev=True, note=note)
 
 
-def read_pairs(path: Path) -> list[Pair]:
-    """Read a non-empty JSON-lines file of ``{"nl": str, "code": str}`` objects; extra keys are dropped."""
-    rows = read_jsonl(path)
-    if not rows:
-        raise DataError(f"{path}: no pairs (the file is empty)")
-    pairs = [Pair(row["nl"], row["code"]) for row in rows]
-    for i, pair in enumerate(pairs, start=1):
-        _check_encodable(pair, path, i)
-    return pairs
+def read_pairs(path: Path) -> FileRead:
+    """The good pairs of a JSON-lines file of ``{"nl": str, "code": str}`` objects (extra keys are
+    dropped), and a report of the bad lines skipped. Blank lines are skipped; an empty file is an error."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    report = LineReport(str(path))
+    pairs = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            report.lines += 1
+            try:
+                pairs.append(parse_pair(raw))
+            except BadLine as problem:
+                report.add_bad(lineno, problem)
+    if not report.lines:
+        raise DataError(f"{path}: no pairs (the file is empty); each line needs a JSON object with 'nl' and 'code'")
+    return FileRead(pairs, report)
 
 
-def _check_encodable(pair: Pair, path: Path, index: int) -> None:
-    # A JSON escape like "\ud800" decodes to a lone surrogate, which cannot be written back as
-    # UTF-8: catch it here, where the file is known, rather than when the splits are written.
-    for key, text in pair._asdict().items():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise DataError(
-                f"{path}: pair {index} (counting non-blank lines): {key!r} holds a lone surrogate escape "
-                f"({text[e.start:e.end]!r}), which is not valid Unicode text"
-            ) from e
+def parse_pair(raw: bytes) -> Pair:
+    """The pair on one line; raise :class:`BadLine` saying why there is none."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise BadLine("too_long", f"line of {len(raw):,} bytes, over the {MAX_LINE_BYTES:,}-byte cap")
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BadLine("not_utf8", f"not valid UTF-8 ({e.reason})") from e
+    except json.JSONDecodeError as e:
+        raise BadLine("invalid_json", f"invalid JSON ({e.msg})") from e
+    except RecursionError as e:  # [[[[... thousands deep
+        raise BadLine("invalid_json", "invalid JSON (nested too deeply)") from e
+    if not isinstance(row, dict):
+        raise BadLine("not_an_object", f"expected a JSON object, got {type(row).__name__}")
+    return Pair(_text(row, "nl"), _text(row, "code"))
+
+
+def _text(row: dict, key: str) -> str:
+    if key not in row:
+        raise BadLine(f"{key}_missing", f"missing key {key!r} (each line needs ['nl', 'code'])")
+    text = row[key]
+    if not isinstance(text, str):
+        raise BadLine(f"{key}_not_string", f"{key!r} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise BadLine(f"{key}_empty", f"{key!r} is empty")
+    # A JSON escape like "\ud800" decodes to a lone surrogate, which cannot be written back as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadLine(f"{key}_lone_surrogate", f"{key!r} holds a lone surrogate escape "
+                                               f"({text[e.start:e.end]!r}), which is not valid Unicode text") from e
+    return text
 
 
 def load(cfg: JsonlConfig) -> SourceData:
     """Read ``data.jsonl.train/dev/test`` (relative paths: from the repository root, see project_path)."""
-    splits = {}
+    reads = {}
     for split in SPLITS:
         name = getattr(cfg, split)
         if not name or not project_path(name).is_file():
             raise DataError(f"data.jsonl.{split}: file not found: {name!r}")
-        splits[split] = read_pairs(project_path(name))
-    return SourceData(splits)
+        reads[split] = read_pairs(project_path(name))
+    return SourceData.from_files(reads)

@@ -1,4 +1,10 @@
-"""The download stage: load one source, apply the length limits, write the splits and their stats.
+"""The download stage: load one source, check its bad lines, drop over-long pairs (and duplicates
+with ``data.drop_duplicates``), write the splits and their stats.
+
+``stats.json`` accounts for every line: the bad lines of each file (by kind, and the first one),
+the duplicate pairs found (and dropped), the pairs the length limits dropped, and how many dev and
+test pairs also occur in train. A file with more bad lines than ``data.max_bad_fraction`` stops
+the stage; fewer are skipped, counted and warned about.
 
 Everything is loaded, filtered, checked and serialised in memory before the first write, so a run
 whose data is unusable raises :class:`DataError` and leaves ``out_dir`` untouched. The same input
@@ -10,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from nmt.config import DataConfig
 from nmt.data import concode, django, jsonl, stdlib
-from nmt.data.jsonl import SPLITS, Pair, SourceData
+from nmt.data.jsonl import MAX_LINE_BYTES, SPLITS, LineReport, Pair, SourceData
 from nmt.errors import DataError
 from nmt.io import atomic_write_bytes, atomic_write_json
 from nmt.tokenizer import base_encoding
@@ -47,6 +54,10 @@ def load_source(cfg: DataConfig) -> SourceData:
 def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:
     """Write ``out_dir/{train,dev,test}.jsonl`` and ``out_dir/stats.json``; return the stats."""
     data = load_source(cfg)
+    limited = LIMITED_SPLITS[cfg.source]
+    reports = {split: data.reports.get(split) or LineReport("", len(data.splits[split])) for split in SPLITS}
+    for report in {id(r): r for r in reports.values()}.values():  # dev doubling as test: its file once
+        check_bad_lines(report, cfg.max_bad_fraction)
     stats: dict[str, Any] = {
         "source": cfg.source,
         "counts": {},
@@ -54,30 +65,73 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:
         "limits": {
             "max_nl_tokens": cfg.max_nl_tokens,
             "max_code_tokens": cfg.max_code_tokens,
-            "applied_to": list(LIMITED_SPLITS[cfg.source]),
+            "applied_to": list(limited),
         },
+        "bad_lines": {
+            "max_bad_fraction": cfg.max_bad_fraction,
+            "max_line_bytes": MAX_LINE_BYTES,
+            **{split: reports[split].to_stats() for split in SPLITS},
+        },
+        # Exact (nl, code) repeats within a split, counted everywhere; with data.drop_duplicates
+        # dropped where the length limits apply (the benchmarks' dev and test sets stay whole).
+        "duplicates": {"dropped_from": list(limited) if cfg.drop_duplicates else [], "found": {}},
+        "overlap": {},
         "test_is_dev": data.test_is_dev,
         "note": data.note,
         **data.info,
         "tokens": {},
         "sha256": {},
     }
-    blobs = {}
+    kept = {}
     for split in SPLITS:
-        pairs, nl_lens, code_lens, dropped = _limit(data.splits[split], cfg, split in LIMITED_SPLITS[cfg.source])
+        unique = list(dict.fromkeys(data.splits[split]))
+        stats["duplicates"]["found"][split] = len(data.splits[split]) - len(unique)
+        before = unique if split in limited and cfg.drop_duplicates else data.splits[split]
+        pairs, nl_lens, code_lens, dropped = _limit(before, cfg, split in limited)
         if not pairs:
-            raise DataError(_empty_split_message(cfg, split, len(data.splits[split]), dropped))
-        blobs[split] = _to_jsonl(pairs)
+            raise DataError(_empty_split_message(cfg, split, len(before), dropped, reports[split]))
+        kept[split] = pairs
         stats["counts"][split] = len(pairs)
         stats["dropped"][split] = dropped
         stats["tokens"][split] = {"nl": percentiles(nl_lens), "code": percentiles(code_lens)}
-        stats["sha256"][f"{split}.jsonl"] = hashlib.sha256(blobs[split]).hexdigest()
+    stats["overlap"] = overlap(kept)
+    blobs = {split: _to_jsonl(pairs) for split, pairs in kept.items()}
+    for split, blob in blobs.items():
+        stats["sha256"][f"{split}.jsonl"] = hashlib.sha256(blob).hexdigest()
 
     out_dir = Path(out_dir)
     for split, blob in blobs.items():
         atomic_write_bytes(out_dir / f"{split}.jsonl", blob)
     atomic_write_json(out_dir / "stats.json", stats)  # last: its presence means the splits are complete
     return stats
+
+
+def check_bad_lines(report: LineReport, max_fraction: float) -> None:
+    """Raise DataError when more than ``max_fraction`` of a file's lines are bad; warn when any are."""
+    if not report.n_bad:
+        return
+    share = report.n_bad / report.lines
+    counts = f"{report.n_bad} of its {report.lines} non-blank lines are bad ({report.summary()})"
+    if share > max_fraction:
+        raise DataError(
+            f"{report.path}: {counts}, {share:.1%} > data.max_bad_fraction={max_fraction:g}. "
+            f"First bad line: {report.first_bad}. Fix or remove the bad lines, or raise "
+            f"data.max_bad_fraction in params.yaml to skip them"
+        )
+    print(f"warning: {report.path}: {counts}; skipped (first: {report.first_bad}); "
+          "counted in stats.json under bad_lines", file=sys.stderr)
+
+
+def overlap(splits: dict[str, list[Pair]]) -> dict[str, Any]:
+    """How many dev and test pairs also occur, exactly, in train.
+
+    They are reported, not removed: the benchmarks' standard splits overlap by design (Django
+    repeats lines like ``pass``), and removing them from train would make scores incomparable with
+    published ones. A high share on the user's own data means test scores flatter the model.
+    """
+    train = set(splits["train"])
+    counts = {f"{split}_in_train": sum(p in train for p in splits[split]) for split in ("dev", "test")}
+    return {**counts, "removed_from_train": False}
 
 
 def token_lengths(texts: list[str]) -> list[int]:
@@ -108,7 +162,10 @@ def _limit(
     return [pairs[i] for i in kept], [nl_lens[i] for i in kept], [code_lens[i] for i in kept], dropped
 
 
-def _empty_split_message(cfg: DataConfig, split: str, before: int, dropped: dict[str, int]) -> str:
+def _empty_split_message(cfg: DataConfig, split: str, before: int, dropped: dict[str, int], report: LineReport) -> str:
+    if before == 0 and report.n_bad:
+        return (f"the {split} split has no usable pairs: all {report.lines} lines of {report.path} are bad "
+                f"({report.summary()}; first: {report.first_bad})")
     if before == 0:
         return f"the {split} split of data.source={cfg.source!r} has no pairs"
     return (

@@ -1,0 +1,89 @@
+"""The FLOP count behind MFU, the speed-ups the benchmarks measure, and a --quick smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from nmt.config import ModelConfig
+from nmt.flops import forward_flops, measure_peak_flops, train_step_flops
+from nmt.model import Dropout, Transformer, attend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_forward_flops_equal_what_torch_counts(copy):
+    """torch's FlopCounterMode counts every matmul actually run (SDPA on its math path, which
+    computes the full T x T causal square: the masked half is the only difference)."""
+    cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=2, dec_layers=3, d_ff=64, copy=copy)
+    model = Transformer(cfg, 50).eval()
+    B, S, T = 3, 7, 5
+    src, tgt = torch.randint(3, 50, (B, S)), torch.randint(3, 50, (B, T))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(src, torch.ones_like(src, dtype=torch.bool), tgt)
+    masked_half = B * cfg.dec_layers * 2 * (2 * cfg.d_model * (T * T - T * (T + 1) // 2))
+    assert counter.get_total_flops() == forward_flops(cfg, 50, B, S, T) + masked_half
+    assert train_step_flops(cfg, 50, B, S, T) == 3 * forward_flops(cfg, 50, B, S, T)
+
+
+def test_measured_peak_is_a_plausible_rate():
+    peak = measure_peak_flops(torch.device("cpu"), n=256, repeats=3)
+    assert 1e8 < peak < 1e14  # FLOP/s: more than a calculator, less than a rack of GPUs
+
+
+def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    assert torch.equal(drop.eval()(x), x)
+
+
+class NoDrop(Dropout):
+    """Training with p > 0 (so attend takes its CPU path) but dropping nothing: comparable to SDPA."""
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("is_causal, masked", [(False, False), (True, False), (False, True)])
+def test_cpu_training_attention_is_sdpa(is_causal, masked):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    mask = None
+    if masked:
+        mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+        mask[0, ..., 4:] = False
+    ours = attend(q, k, v, mask, is_causal, NoDrop(0.5).train())
+    assert torch.allclose(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal),
+                          atol=1e-6)
+
+
+def test_quick_benchmark_run_writes_every_result(tmp_path):
+    """`python -m benchmarks --quick`: the smoke run that keeps the benchmarks from rotting."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    for key in ("train_tok_s", "torch_transformer_tok_s", "train_speedup_vs_torch", "mfu", "peak_flops",
+                "kv_cache_speedup", "beam_speedup_vs_hf", "tokenize_tok_s", "tokenize_ratio_vs_tiktoken",
+                "peak_rss_mb", "data_wait_share"):
+        assert isinstance(results[key], (int, float)) and results[key] > 0, key
+    assert 0 < results["mfu"] < 1 and 0 < results["data_wait_share"] < 1
+    assert results["cached_equals_uncached"] is True
+    assert set(results["by_length"]) == {"24", "128"}
+    assert results["device"].startswith("cpu") and results["versions"]["torch"] == torch.__version__
+    assert "| training tok/s, length 128" in proc.stdout
