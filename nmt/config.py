@@ -172,6 +172,8 @@ class TrainConfig:
                              "max_steps aside); false starts over")
     max_bad_steps: int = opt(5, "stop after this many consecutive steps with a NaN/inf loss or gradient "
                                 "(each is skipped: no update)", *positive)
+    dist_timeout_s: float = opt(300.0, "under torchrun: seconds a rank waits for the others (joining, each "
+                                       "all-reduce) before the job fails instead of hanging", *positive)
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -32,7 +32,7 @@ FORMAT = "nmt-resume"
 VERSION = 1
 # Params a resumed run may change: how long to train and how it is run, not what is learned.
 MAY_CHANGE = frozenset({"train.max_steps", "train.checkpoint_every", "train.resume", "train.threads",
-                        "train.max_bad_steps", "train.patience"})
+                        "train.max_bad_steps", "train.patience", "train.dist_timeout_s"})
 # The sections that decide what a checkpoint's numbers mean (mlflow, evaluate and export do not).
 SECTIONS = ("seed", "data", "tokenize", "model", "train")
 

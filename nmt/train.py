@@ -19,19 +19,22 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from nmt import metrics, plots, resume
+from nmt import distributed, metrics, plots, resume
 from nmt.batching import Batch, collate, token_budget_batches
 from nmt.checkpoint import save_model
 from nmt.config import Params, TrainConfig, flatten, to_dict
 from nmt.decode import beam_search, greedy
+from nmt.distributed import Dist, all_sum, any_rank, gather_objects
 from nmt.ema import EMA
 from nmt.encode_data import TokenizedSplit, load_literals
 from nmt.errors import NmtError
@@ -74,12 +77,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device of this process: under torchrun on GPUs, the local rank's GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -114,6 +118,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def unwrap(model: torch.nn.Module) -> Transformer:
+    """The Transformer inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torch.Tensor:
     """Summed (not averaged) token cross-entropy, so accumulation can divide by the step's tokens."""
     # (B, T, V) logits, or log-probabilities for model.copy: cross_entropy's log_softmax takes either
@@ -121,42 +130,51 @@ def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torc
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),  # (B*T, V)
         batch.tgt_out.reshape(-1),  # (B*T,)
-        ignore_index=model.pad_id,
+        ignore_index=unwrap(model).pad_id,
         label_smoothing=label_smoothing,
         reduction="sum",
     )
 
 
 def optimizer_step(
-    model: Transformer,
+    model: torch.nn.Module,
     micro: list[Batch],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     cfg: TrainConfig,
     ema: EMA | None = None,
-) -> tuple[float, torch.Tensor]:
-    """One optimizer step over the micro-batches: returns (summed loss, gradient norm before clipping);
-    no update when either is NaN/inf.
+    d: Dist = Dist(),
+) -> tuple[float, torch.Tensor, int]:
+    """One optimizer step over this rank's micro-batches: returns (summed loss and target tokens over
+    all ranks, gradient norm before clipping); no update when the loss or the norm is NaN/inf.
 
-    Each micro-batch's summed loss is divided by the step's token count before backward, so the
-    gradient is the per-token mean over the whole step however it was split.
+    Each micro-batch's summed loss is divided by the step's token count (over all ranks) before
+    backward, so the gradient is the per-token mean over the whole step however it was split
+    across micro-batches and processes (nmt/distributed.py: DDP averages over ranks, hence the
+    factor world_size).
     """
-    step_tokens = sum(b.n_tokens for b in micro)
+    device = micro[0].src.device
+    local_tokens = sum(b.n_tokens for b in micro)
+    step_tokens = int(all_sum([float(local_tokens)], d, device)[0])
     step_loss = 0.0
-    for b in micro:
-        loss = batch_loss(model, b, cfg.label_smoothing)
-        (loss / step_tokens).backward()
+    for i, b in enumerate(micro):
+        # Gradients are averaged across ranks once per step, after the last micro-batch.
+        sync = nullcontext() if i == len(micro) - 1 or not d.enabled else model.no_sync()
+        with sync:
+            loss = batch_loss(model, b, cfg.label_smoothing)
+            (loss * d.world_size / step_tokens).backward()
         step_loss += loss.item()
+    step_loss = all_sum([step_loss], d, device)[0]
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
     # A NaN/inf loss or gradient would poison the weights and AdamW's moments for good: skip the
     # update (the schedule still advances, so steps and lr stay aligned); the caller counts it.
     if math.isfinite(step_loss) and torch.isfinite(grad_norm):
         optimizer.step()
         if ema:
-            ema.update(model)
+            ema.update(unwrap(model))
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    return step_loss, grad_norm
+    return step_loss, grad_norm, step_tokens
 
 
 # --------------------------------------------------------------------------- data
@@ -209,6 +227,25 @@ class Batches:
         )
 
 
+class RankSlices:
+    """This rank's micro-batches of each step, cut from the one global stream every rank walks.
+
+    A step takes the next ``world_size x accumulate`` batches of the stream; rank r keeps the
+    r-th run of ``accumulate`` of them. The stream's position (what a resume checkpoint records)
+    is global, so a run resumes on any number of processes where it stopped in the data.
+    """
+
+    def __init__(self, stream, d: Dist, accumulate: int):
+        self.stream, self.d, self.accumulate = stream, d, accumulate
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[Batch]:
+        group = [next(self.stream) for _ in range(self.d.world_size * self.accumulate)]
+        return group[self.d.rank * self.accumulate : (self.d.rank + 1) * self.accumulate]
+
+
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class DevSet:
@@ -235,13 +272,18 @@ def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_t
 
 
 @torch.no_grad()
-def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig, device: torch.device) -> dict:
-    """Teacher-forced dev loss, then real decoding (greedy or beam) scored with BLEU and exact match."""
+def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig, device: torch.device,
+                 d: Dist = Dist()) -> dict:
+    """Teacher-forced dev loss, then real decoding (greedy or beam) scored with BLEU and exact match.
+
+    With several processes each decodes every world_size-th batch; the predictions and loss sums
+    are gathered, so every rank gets the same scores.
+    """
     model.eval()
     total_loss, total_tokens = 0.0, 0
     predictions: dict[int, str] = {}
     max_len = model.cfg.max_len
-    for indices in dev.batches:
+    for indices in dev.batches[d.rank :: d.world_size]:
         batch = collate([dev.srcs[i] for i in indices], [dev.tgts[i] for i in indices],
                         tok.pad_id, tok.bos_id, tok.eos_id, max_len).to(device)
         total_loss += batch_loss(model, batch, 0.0).item()
@@ -254,6 +296,9 @@ def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConf
         for i, h in zip(indices, hyps):
             predictions[i] = dev.text(i, h.tokens, tok)
     model.train()
+    total_loss, total_tokens = all_sum([total_loss, float(total_tokens)], d, device)
+    for part in gather_objects(predictions, d):
+        predictions.update(part)
     hyps = [predictions[i] for i in range(len(dev.references))]
     return {
         "dev_loss": total_loss / max(1, total_tokens),
@@ -323,14 +368,15 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def find_resume_state(params: Params, paths: Paths, data_sha: str) -> dict | None:
+def find_resume_state(params: Params, paths: Paths, data_sha: str, d: Dist = Dist()) -> dict | None:
     """The resume checkpoint a killed run left, if any and if ``train.resume`` (refused when incompatible)."""
     path = resume.state_path(paths.models)
     if not path.exists():
         return None
     if not params.train.resume:
-        print(f"train.resume is false: starting over (removing {path})", file=sys.stderr)
-        resume.remove(path)
+        if d.is_main:
+            print(f"train.resume is false: starting over (removing {path})", file=sys.stderr)
+            resume.remove(path)
         return None
     return resume.load_state(path, resume.fingerprint(params, data_sha))
 
@@ -343,24 +389,31 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     its id goes to ``paths.run_file`` for the evaluate and export stages.
     """
     raise_on_sigterm()
-    data_sha = directory_sha256(paths.data)
-    state = find_resume_state(params, paths, data_sha)
-    if state is not None and state.get("mlflow_run_id"):
-        run = Run.reopen(state["mlflow_run_id"], params.mlflow, system_metrics=params.mlflow.system_metrics)
-    else:
-        run = Run.start(params.mlflow)
-    with run:
-        summary = _train(params, paths, run, data_sha, state)
+    device = pick_device(params.train.device, distributed.from_environment().local_rank)
+    d = distributed.setup(device, params.train.dist_timeout_s)
+    try:
+        data_sha = directory_sha256(paths.data)
+        state = find_resume_state(params, paths, data_sha, d)
+        if not d.is_main:
+            run = Run()  # rank 0 alone talks to MLflow
+        elif state is not None and state.get("mlflow_run_id"):
+            run = Run.reopen(state["mlflow_run_id"], params.mlflow, system_metrics=params.mlflow.system_metrics)
+        else:
+            run = Run.start(params.mlflow)
+        with run:
+            summary = _train(params, paths, run, data_sha, state, device, d)
+    finally:
+        distributed.teardown()
     return summary
 
 
-def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | None) -> dict:
+def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | None, device: torch.device,
+           d: Dist) -> dict:
     cfg = params.train
     seed_everything(params.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
 
     tok = Tokenizer.load(paths.data / "vocab.json")
     train_split = TokenizedSplit.load(paths.data / "train.safetensors", tok.vocab_size)
@@ -368,7 +421,7 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     literals = load_literals(paths.data, "dev", len(dev_split)) if tok.string_placeholders else None
     dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens, literals)
 
-    model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)
+    model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)  # same seed: same weights on every rank
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     scored = ema.model if ema else model  # the weights dev scores and the best checkpoint come from
     optimizer = make_optimizer(model, cfg)
@@ -378,16 +431,20 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     resume_path = resume.state_path(paths.models)
 
     def save_best() -> None:
+        if not d.is_main:
+            return
         save_model(scored, paths.best_weights, paths.best_config, tok.bos_id, tok.eos_id,
                    info={"step": progress.best["step"], "dev_bleu": progress.best["dev_bleu"]})
 
     def checkpoint() -> None:
+        if not d.is_main:
+            return
         resume.save_state(resume_path, {
             "fingerprint": resume.fingerprint(params, data_sha), "mlflow_run_id": run.run_id or "",
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "ema": {"model": ema.model.state_dict(), "updates": ema.updates} if ema else None,
             "batches": stream.state_dict(), "rng": resume.rng_states(), "progress": progress.state_dict(),
-            "best_weights": best_weights,
+            "best_weights": best_weights, "world_size": d.world_size,
         })
 
     if state is None:
@@ -413,36 +470,42 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
             save_best()
             scored.load_state_dict(scored_now)
         run.write_run_file(paths.run_file)
-        print(f"resuming from step {progress.step} ({resume_path}; best dev BLEU "
-              f"{progress.best['dev_bleu']:.2f} at step {progress.best['step']})", file=sys.stderr)
+        if d.is_main:
+            print(f"resuming from step {progress.step} ({resume_path}, written by {state.get('world_size', 1)} "
+                  f"process(es), now {d.world_size}; best dev BLEU {progress.best['dev_bleu']:.2f} at step "
+                  f"{progress.best['step']})", file=sys.stderr)
 
-    batches = iter(stream)
+    batches = RankSlices(iter(stream), d, cfg.accumulate)
+    trained = DistributedDataParallel(model) if d.enabled else model  # what the step runs: syncs gradients
     model.train()
     # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
     bar = tqdm(range(progress.step + 1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
-               initial=progress.step, total=cfg.max_steps, mininterval=0.1 if sys.stderr.isatty() else 30.0)
+               initial=progress.step, total=cfg.max_steps, mininterval=0.1 if sys.stderr.isatty() else 30.0,
+               disable=not d.is_main)
     try:
         with GracefulStop() as stop:
             for step in bar:
-                if _one_step(step, model, batches, optimizer, scheduler, cfg, ema, device, progress, run, bar):
-                    progress.step = step
+                good = _one_step(step, trained, batches, optimizer, scheduler, cfg, ema, device, progress, run, bar, d)
+                progress.step = step
+                stopping = any_rank(stop.requested, d, device)  # every rank stops after the same step
+                if good:
                     lr = scheduler.get_last_lr()[0]
-                    if _evaluate_if_due(step, lr, scored, dev, tok, cfg, device, progress, run, bar):
+                    if _evaluate_if_due(step, lr, scored, dev, tok, cfg, device, progress, run, bar, d):
                         save_best()
                         best_weights = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
-                    if step % cfg.checkpoint_every == 0 or stop.requested:
+                    if step % cfg.checkpoint_every == 0 or stopping:
                         checkpoint()
-                    stop.check()
-                    if cfg.patience and progress.evals_without_gain >= cfg.patience:
-                        bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
-                        break
-                else:
-                    progress.step = step
-                    stop.check()
+                if stopping:
+                    GracefulStop.raise_now(stop.signum or signal.SIGTERM)  # a rank told by another: as SIGTERM
+                if good and cfg.patience and progress.evals_without_gain >= cfg.patience:
+                    bar.write(f"early stop: no better dev BLEU in {cfg.patience} evaluations")
+                    break
     finally:
         bar.close()
 
-    summary = _summary(progress, train_split, model, run)
+    summary = _summary(progress, train_split, model, run, d)
+    if not d.is_main:
+        return summary
     write_outputs(paths, History(progress.rows), summary)
     resume.remove(resume_path)  # finished: nothing left to resume
     run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
@@ -451,14 +514,13 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     return summary
 
 
-def _one_step(step: int, model: Transformer, batches, optimizer, scheduler, cfg: TrainConfig, ema: EMA | None,
-              device: torch.device, progress: Progress, run: Run, bar) -> bool:
+def _one_step(step: int, model: torch.nn.Module, batches: RankSlices, optimizer, scheduler, cfg: TrainConfig,
+              ema: EMA | None, device: torch.device, progress: Progress, run: Run, bar, d: Dist) -> bool:
     """Train one step; False when its loss or gradient was not finite (skipped: no update)."""
     t0 = time.perf_counter()
-    micro = [next(batches).to(device, non_blocking=True) for _ in range(cfg.accumulate)]
+    micro = [b.to(device, non_blocking=True) for b in next(batches)]
     progress.data_time += time.perf_counter() - t0
-    step_tokens = sum(b.n_tokens for b in micro)
-    step_loss, grad_norm = optimizer_step(model, micro, optimizer, scheduler, cfg, ema)
+    step_loss, grad_norm, step_tokens = optimizer_step(model, micro, optimizer, scheduler, cfg, ema, d)
     step_time = time.perf_counter() - t0
     progress.train_time += step_time
     if not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))):
@@ -487,11 +549,11 @@ def _one_step(step: int, model: Transformer, batches, optimizer, scheduler, cfg:
 
 
 def _evaluate_if_due(step: int, lr: float, scored: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConfig,
-                     device: torch.device, progress: Progress, run: Run, bar) -> bool:
+                     device: torch.device, progress: Progress, run: Run, bar, d: Dist) -> bool:
     """Score dev every ``eval_every`` steps and at the last; True when this is a new best dev BLEU."""
     if step % cfg.eval_every and step != cfg.max_steps:
         return False
-    scores = evaluate_dev(scored, dev, tok, cfg, device)
+    scores = evaluate_dev(scored, dev, tok, cfg, device, d)
     row = {"step": step, "train_loss": progress.loss_sum / max(1, progress.loss_tokens), "lr": lr, **scores}
     progress.rows.append(row)
     progress.loss_sum, progress.loss_tokens = 0.0, 0
@@ -506,7 +568,7 @@ def _evaluate_if_due(step: int, lr: float, scored: Transformer, dev: DevSet, tok
     return False
 
 
-def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run) -> dict:
+def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run, d: Dist) -> dict:
     train_time = max(progress.train_time, 1e-9)
     return {
         "best_dev_bleu": progress.best["dev_bleu"],
@@ -519,5 +581,6 @@ def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer
         "train_tokens_per_s": round(progress.tokens_seen / train_time),
         "data_wait_share": round(progress.data_time / train_time, 4),  # of the step time, spent making batches
         "parameters": model.num_parameters(),
+        "world_size": d.world_size,
         "mlflow_run_id": run.run_id or "",
     }
