@@ -17,7 +17,7 @@ from types import FrameType
 
 
 class GracefulStop:
-    """Context manager: defer SIGINT / SIGTERM to :meth:`check` calls (main thread only)."""
+    """Context manager: defer SIGINT / SIGTERM until the loop sees :attr:`requested` (main thread only)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -50,8 +50,3 @@ class GracefulStop:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
-
-    def check(self) -> None:
-        """Raise what the deferred signal would have raised; a no-op when none came."""
-        if self.signum is not None:
-            self.raise_now(self.signum)
