@@ -111,11 +111,18 @@ class TokenizeConfig:
     name_placeholders: bool = opt(False, "also replace code-like names of the description (snake_case, camelCase, "
                                          "with digits) and their occurrences in the code by _ID:0_ ... "
                                          "(needs string_placeholders)")
+    rare_words: int = opt(0, "with name_placeholders, a plain word of the description (toks, hextet) is a name "
+                             "too when fewer than this many training descriptions contain it; 0 = code-like "
+                             "names only", *non_negative)
 
     def validate(self) -> list[str]:
+        problems = []
         if self.name_placeholders and not self.string_placeholders:
-            return ["tokenize.name_placeholders: needs tokenize.string_placeholders: true (they share the literals file)"]
-        return []
+            problems.append("tokenize.name_placeholders: needs tokenize.string_placeholders: true "
+                            "(they share the literals file)")
+        if self.rare_words and not self.name_placeholders:
+            problems.append("tokenize.rare_words: needs tokenize.name_placeholders: true (rare words become names)")
+        return problems
 
 
 # --------------------------------------------------------------------------- model

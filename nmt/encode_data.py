@@ -164,11 +164,12 @@ def _byte_pct(ids: np.ndarray) -> float:
     return 100.0 * float(((ids >= BYTE_OFFSET) & (ids < FIRST_CL100K_ID)).mean())
 
 
-def _mask_rows(rows: list[dict], names: bool) -> tuple[list[dict], list[list[str]], dict]:
+def _mask_rows(rows: list[dict], names: bool,
+               common: frozenset[str] | None) -> tuple[list[dict], list[list[str]], dict]:
     """Masked copies of ``rows``, each pair's literals, and how many code literals were covered."""
     masked, literals, n_code, n_covered = [], [], 0, 0
     for r in rows:
-        nl, code, lits = placeholders.mask_pair(r["nl"], r["code"], names)
+        nl, code, lits = placeholders.mask_pair(r["nl"], r["code"], names, common)
         masked.append({"nl": nl, "code": code})
         literals.append(lits)
         found, covered = placeholders.coverage(r["nl"], r["code"])
@@ -198,12 +199,15 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
     if not rows["train"]:
         raise DataError(f"{raw_dir / 'train.jsonl'}: no pairs to build the vocabulary from; re-run the download stage")
     placeholder_stats, literals = {}, {}
+    # Counted on the raw training descriptions: which words stay words (tokenize.rare_words).
+    common = placeholders.common_words((r["nl"] for r in rows["train"]), cfg.rare_words) if cfg.rare_words else None
     if cfg.string_placeholders:
         for split in SPLITS:
-            rows[split], literals[split], placeholder_stats[split] = _mask_rows(rows[split], cfg.name_placeholders)
+            rows[split], literals[split], placeholder_stats[split] = _mask_rows(rows[split], cfg.name_placeholders,
+                                                                                common)
     train = rows["train"]
     tok = Tokenizer.build([r["nl"] for r in train] + [r["code"] for r in train], cfg.min_freq, cfg.max_vocab,
-                          cfg.string_placeholders, cfg.name_placeholders)
+                          cfg.string_placeholders, cfg.name_placeholders, common)
     tok.save(out_dir / "vocab.json")
     if cfg.string_placeholders:
         atomic_write_json(out_dir / LITERALS_FILE, literals)

@@ -50,6 +50,8 @@ import dataclasses
 import io
 import re
 import tokenize
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PLACEHOLDER = "_STR:{}_"
@@ -156,15 +158,33 @@ def _outside_placeholders(text: str, edit) -> str:
     return "".join(out)
 
 
-def _mask_names(text: str, literals: list[str], names: dict[str, int], add: bool) -> str:
-    """Replace the code-like names of ``text`` that are in ``names`` by ``_ID:i_`` (i = ``names[word]``).
+def is_name(word: str, common: frozenset[str] | None) -> bool:
+    """Whether a description word becomes an ``_ID:i_``: code-like, or (given ``common``) not among them."""
+    return is_code_like(word) or (common is not None and word not in common)
 
-    With ``add`` (the description side), each new code-like name gets the next index of ``literals``.
+
+def common_words(descriptions: Iterable[str], min_count: int) -> frozenset[str]:
+    """The words (identifier-shaped) that at least ``min_count`` of ``descriptions`` contain.
+
+    With ``tokenize.rare_words``, every other word of a description is treated as a name: on Django
+    the names a line's code needs but the model misspells (``toks``, ``hextet``, ``endpos``) are
+    plain lowercase words that no rule about underscores or capitals catches, and they are rare.
+    """
+    counts = Counter(w for text in descriptions for w in set(_IDENTIFIER.findall(text)))
+    return frozenset(w for w, n in counts.items() if n >= min_count)
+
+
+def _mask_names(text: str, literals: list[str], names: dict[str, int], add: bool,
+                common: frozenset[str] | None = None) -> str:
+    """Replace the names of ``text`` that are in ``names`` by ``_ID:i_`` (i = ``names[word]``).
+
+    With ``add`` (the description side), each new name (:func:`is_name`) gets the next index of
+    ``literals``.
     """
     def one(m: re.Match) -> str:
         word = m.group(0)
         if word not in names:
-            if not (add and is_code_like(word)):
+            if not (add and is_name(word, common)):
                 return word
             names[word] = len(literals)
             literals.append(word)
@@ -180,15 +200,18 @@ class Masked:
     names: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> its index in literals
 
 
-def mask_description(nl: str, names: bool = False) -> Masked:
-    """Replace the description's quoted literals (and, with ``names``, its code-like names) by placeholders."""
+def mask_description(nl: str, names: bool = False, common: frozenset[str] | None = None) -> Masked:
+    """Replace the description's quoted literals (and, with ``names``, its names) by placeholders.
+
+    A name is a code-like word, or with ``common`` given, also any word not in ``common``.
+    """
     literals: list[str] = []
     if PATTERN.search(nl):
         return Masked(nl, literals)
     text = _replace(nl, description_spans(nl), literals, add=True)
     found: dict[str, int] = {}
     if names:
-        text = _mask_names(text, literals, found, add=True)
+        text = _mask_names(text, literals, found, add=True, common=common)
     return Masked(text, literals, found)
 
 
@@ -203,11 +226,12 @@ def mask_code(code: str, literals: list[str], names: dict[str, int] | None = Non
     return _mask_names(code, literals, dict(names), add=False) if names else code
 
 
-def mask_pair(nl: str, code: str, names: bool = False) -> tuple[str, str, list[str]]:
+def mask_pair(nl: str, code: str, names: bool = False,
+              common: frozenset[str] | None = None) -> tuple[str, str, list[str]]:
     """(masked description, masked code, literals) of a training pair; ``restore`` inverts both."""
     if PATTERN.search(code):
         return nl, code, []
-    m = mask_description(nl, names)
+    m = mask_description(nl, names, common)
     return m.text, mask_code(code, m.literals, m.names), m.literals
 
 

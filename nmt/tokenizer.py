@@ -20,7 +20,8 @@ Decoding concatenates the bytes of every non-special id and decodes UTF-8 with
 The file also records whether the model was trained on texts with string placeholders
 (``tokenize.string_placeholders``, :mod:`nmt.placeholders`), so whoever loads the model masks its
 inputs and restores its outputs the same way. The key is written only when the setting is on, so
-files without it (all older ones) mean "off".
+files without it (all older ones) mean "off". With ``tokenize.rare_words`` it also holds
+``common_words``: the description words that stay words (every other one is a name placeholder).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class Tokenizer:
     n_specials = N_SPECIALS
     specials = SPECIALS
 
-    def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False, name_placeholders: bool = False):
+    def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False, name_placeholders: bool = False,
+                 common_words: Iterable[str] | None = None):
         problems = _problems(cl100k_ids)
         if problems:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
@@ -154,6 +156,8 @@ class Tokenizer:
         # Texts are masked with nmt.placeholders before encoding (the Translator's job, not encode's).
         self.string_placeholders = bool(string_placeholders)
         self.name_placeholders = bool(name_placeholders)
+        # With tokenize.rare_words: the description words that stay words; any other becomes _ID:i_.
+        self.common_words: frozenset[str] | None = None if common_words is None else frozenset(common_words)
         self.vocab_size = FIRST_CL100K_ID + len(self.cl100k_ids)
         # cl100k id -> compact id; -1 = not in the vocabulary, falls back to its bytes.
         lut = np.full(tables.n, -1, dtype=np.int32)
@@ -169,7 +173,8 @@ class Tokenizer:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
-              string_placeholders: bool = False, name_placeholders: bool = False) -> Tokenizer:
+              string_placeholders: bool = False, name_placeholders: bool = False,
+              common_words: Iterable[str] | None = None) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
@@ -196,7 +201,7 @@ class Tokenizer:
             required[tables.single_byte] = False
         candidates = np.flatnonzero((counts >= min_freq) | required)
         order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
-        return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders)
+        return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders, common_words)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
@@ -276,6 +281,8 @@ class Tokenizer:
             data["string_placeholders"] = True
         if self.name_placeholders:
             data["name_placeholders"] = True
+        if self.common_words is not None:
+            data["common_words"] = sorted(self.common_words)
         return data
 
     @classmethod
@@ -286,7 +293,7 @@ class Tokenizer:
             problems.append(f"expected a JSON object, got {type(data).__name__}")
         else:
             required = ("format", "version", "base_encoding", "specials", "cl100k_ids")
-            known = (*required, "string_placeholders", "name_placeholders")
+            known = (*required, "string_placeholders", "name_placeholders", "common_words")
             problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
             problems += [f"missing key {k!r}" for k in required if k not in data]
             if "format" in data and data["format"] != FORMAT:
@@ -302,12 +309,16 @@ class Tokenizer:
             for flag in ("string_placeholders", "name_placeholders"):
                 if not isinstance(data.get(flag, False), bool):
                     problems.append(f"{flag} must be true or false, got {data[flag]!r}")
+            words = data.get("common_words", [])
+            if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+                problems.append("common_words must be a list of strings")
         if problems:
             raise ModelFileError(
                 f"{source}: invalid tokenizer file: " + "; ".join(problems)
                 + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
             )
-        return cls(data["cl100k_ids"], data.get("string_placeholders", False), data.get("name_placeholders", False))
+        return cls(data["cl100k_ids"], data.get("string_placeholders", False), data.get("name_placeholders", False),
+                   data.get("common_words"))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON, atomically."""
@@ -325,12 +336,14 @@ class Tokenizer:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
                 and self.string_placeholders == other.string_placeholders
-                and self.name_placeholders == other.name_placeholders)
+                and self.name_placeholders == other.name_placeholders
+                and self.common_words == other.common_words)
 
     def __hash__(self) -> int:
-        return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders))
+        return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders, self.common_words))
 
     def __repr__(self) -> str:
         extra = ", string_placeholders=True" if self.string_placeholders else ""
         extra += ", name_placeholders=True" if self.name_placeholders else ""
+        extra += f", common_words={len(self.common_words)}" if self.common_words is not None else ""
         return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)}{extra})"

@@ -191,7 +191,8 @@ class Translator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         limit = self.model.cfg.max_len
-        masked = [mask_description(t, self.tokenizer.name_placeholders) if self.tokenizer.string_placeholders
+        masked = [mask_description(t, self.tokenizer.name_placeholders, self.tokenizer.common_words)
+                  if self.tokenizer.string_placeholders
                   else None for t in texts]
         encoded = self.tokenizer.encode_batch([t if m is None else m.text for t, m in zip(texts, masked)])
         if strict:

@@ -238,3 +238,56 @@ def test_name_placeholders_need_string_placeholders_and_travel_in_the_tokenizer_
     split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
     assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
     assert load_literals(tmp_path / "tok", "dev", 1) == [["allow_lazy", "remove_tags"]]
+
+
+# ---------------------------------------------------------------------- rare words (tokenize.rare_words)
+def test_common_words_count_descriptions_not_occurrences():
+    texts = ["substitute toks for toks.", "substitute x for y.", "call foo."]
+    assert P.common_words(texts, 2) == frozenset({"substitute", "for"})  # 'toks' twice in one text: 1
+    assert P.common_words(texts, 1) >= {"toks", "foo", "call"}
+
+
+def test_rare_plain_words_become_names_common_ones_stay():
+    common = frozenset({"substitute", "for", "self", "call", "the", "method", "with", "i", "as", "an",
+                        "argument", "result"})
+    nl = "call the method self.check_for_whole_start_tag with i as an argument, substitute result for the endpos."
+    code = "endpos = self . check_for_whole_start_tag ( i )"
+    masked_nl, masked_code, literals = P.mask_pair(nl, code, names=True, common=common)
+    assert literals == ["check_for_whole_start_tag", "endpos"]
+    assert masked_code == "_ID:1_ = self . _ID:0_ ( i )"
+    assert P.restore(masked_code, literals) == code and P.restore(masked_nl, literals) == nl
+    # without `common` only the code-like name is a placeholder: 'endpos' is left for the model to spell
+    assert P.mask_pair(nl, code, names=True)[1] == "endpos = self . _ID:0_ ( i )"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), identifierish), st.one_of(st.text(max_size=60), identifierish),
+       st.frozensets(st.sampled_from(["a", "B", "x", "ID", "STR", "aB_1"])))
+def test_masking_rare_words_is_exactly_reversible(nl, code, common):
+    masked_nl, masked_code, literals = P.mask_pair(nl, code, names=True, common=common)
+    assert P.restore(masked_nl, literals) == nl
+    assert P.restore(masked_code, literals) == code
+
+
+def test_rare_words_need_name_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
+    from nmt.config import params_from_dict
+    from nmt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tokenize.rare_words: needs tokenize.name_placeholders"):
+        params_from_dict({"tokenize": {"string_placeholders": True, "rare_words": 3}})
+    raw = tmp_path / "raw"
+    train = [{"nl": f"substitute {w} for x.", "code": f"x = {w}"} for w in ("toks", "value", "value", "value")]
+    for split, rows in (("train", train), ("dev", [{"nl": "substitute hextet for x.", "code": "x = hextet"}]),
+                        ("test", train[:1])):
+        write_jsonl(raw / f"{split}.jsonl", rows)
+    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True, rare_words=2)
+    tokenize_dataset(raw, tmp_path / "tok", cfg)
+    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    assert tok.common_words == frozenset({"substitute", "for", "x", "value"})
+    train_split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
+    assert [tok.decode(train_split.tgt(i)) for i in range(4)] == ["x = _ID:0_"] + ["x = value"] * 3
+    assert load_literals(tmp_path / "tok", "dev", 1) == [["hextet"]]
+    # a tokenizer file that says so turns the Translator's masking the same way
+    assert P.mask_description("substitute zebra for x.", True, tok.common_words).text == "substitute _ID:0_ for x."
+    with pytest.raises(Exception, match="common_words must be a list of strings"):
+        Tokenizer.from_dict({**tok.to_dict(), "common_words": "value"})
