@@ -21,6 +21,10 @@ class Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.src, self.src_mask, self.tgt_in,
                                                                           self.tgt_out)), self.n_tokens)
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory: only from there is a ``to(cuda, non_blocking=True)`` copy async."""
+        return Batch(*(t.pin_memory() for t in (self.src, self.src_mask, self.tgt_in, self.tgt_out)), self.n_tokens)
+
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Right-pad to a (len(seqs), max_len) long tensor."""

@@ -181,6 +181,12 @@ class TrainConfig:
                                 "(each is skipped: no update)", *positive)
     dist_timeout_s: float = opt(300.0, "under torchrun: seconds a rank waits for the others (joining, each "
                                        "all-reduce) before the job fails instead of hanging", *positive)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "dtype of the forward pass and loss (torch.autocast; weights, gradients and AdamW stay fp32): "
+                "auto = bf16 on a GPU that has it, else fp16 with loss scaling, fp32 on the CPU; bf16 also runs "
+                "on the CPU, fp16 needs a GPU")
+    compile: bool = opt(False, "torch.compile the training step's model (the first steps compile; dev "
+                               "evaluation and decoding stay eager)")
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -1,11 +1,11 @@
 """Resume checkpoints: all a killed training needs to go on exactly where it stopped.
 
-``models/resume/state.pt`` holds the model, optimizer, scheduler and EMA states, the step, the
-data order's position, every RNG state (Python, NumPy, torch CPU and CUDA), the best-so-far
-scores and weights, the early-stopping counter, the dev curve so far and the MLflow run id. It is
-written atomically every ``train.checkpoint_every`` steps and on Ctrl-C / SIGTERM, and removed
-when training ends. It is not a DVC output (DVC deletes a stage's outputs before re-running it):
-`dvc repro` after a kill finds it and resumes.
+``models/resume/state.pt`` holds the model, optimizer, scheduler, EMA and fp16 loss-scaler
+states, the step, the data order's position, every RNG state (Python, NumPy, torch CPU and CUDA),
+the best-so-far scores and weights, the early-stopping counter, the dev curve so far and the
+MLflow run id. It is written atomically every ``train.checkpoint_every`` steps and on Ctrl-C /
+SIGTERM, and removed when training ends. It is not a DVC output (DVC deletes a stage's outputs
+before re-running it): `dvc repro` after a kill finds it and resumes.
 
 Loading never runs code: ``torch.load(weights_only=True)`` accepts only tensors and plain
 containers, so a crafted pickle is refused instead of executed. A checkpoint written under other
@@ -32,7 +32,7 @@ FORMAT = "nmt-resume"
 VERSION = 1
 # Params a resumed run may change: how long to train and how it is run, not what is learned.
 MAY_CHANGE = frozenset({"train.max_steps", "train.checkpoint_every", "train.resume", "train.threads",
-                        "train.max_bad_steps", "train.patience", "train.dist_timeout_s"})
+                        "train.max_bad_steps", "train.patience", "train.dist_timeout_s", "train.compile"})
 # The sections that decide what a checkpoint's numbers mean (mlflow, evaluate and export do not).
 SECTIONS = ("seed", "data", "tokenize", "model", "train")
 

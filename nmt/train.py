@@ -7,6 +7,11 @@ patience stops a run that no longer improves. With ``train.ema_decay`` the dev s
 checkpoint come from an exponential moving average of the weights (:mod:`nmt.ema`). With string
 placeholders (``tokenize.string_placeholders``) dev outputs and references are restored before
 scoring, so dev BLEU counts literals as the evaluate stage does.
+
+The step's forward pass and loss run under autocast in ``train.precision`` (:mod:`nmt.precision`;
+the weights stay float32), optionally through ``torch.compile``. ``metrics/train.json`` reports the
+model FLOP/s achieved (:mod:`nmt.flops`, counted on each step's batch shapes) and MFU against the
+matmul peak measured on the training device as the stage starts.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from nmt.distributed import Dist, all_sum, any_rank, gather_objects
 from nmt.ema import EMA
 from nmt.encode_data import TokenizedSplit, load_literals
 from nmt.errors import NmtError
+from nmt.flops import train_step_flops, training_peak_flops
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
 from nmt.placeholders import restore
+from nmt.precision import FP32, Precision, enable_tf32
 from nmt.stopping import GracefulStop
 from nmt.tokenizer import Tokenizer
 from nmt.tracking import Run, directory_sha256, environment_tags, git_tags
@@ -119,7 +126,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def unwrap(model: torch.nn.Module) -> Transformer:
-    """The Transformer inside a DistributedDataParallel wrapper (or the model itself)."""
+    """The Transformer inside torch.compile's and DistributedDataParallel's wrappers (or the model itself)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -136,6 +144,25 @@ def batch_loss(model: Transformer, batch: Batch, label_smoothing: float) -> torc
     )
 
 
+@dataclass
+class StepResult:
+    loss: float  # summed over the step's target tokens, all ranks
+    grad_norm: float  # before clipping
+    tokens: int  # target tokens, all ranks
+    flops: float  # model FLOPs (forward + backward) of the step's micro-batches, all ranks
+    overflow: bool = False  # fp16: finite loss, inf/NaN gradients; the GradScaler skipped the update
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+def micro_batch_flops(model: Transformer, b: Batch) -> int:
+    """Model FLOPs of one training pass over ``b`` at its padded (B, S) x (B, T) shape."""
+    (batch, src_len), tgt_len = b.src.shape, b.tgt_in.size(1)
+    return train_step_flops(model.cfg, model.vocab_size, batch, src_len, tgt_len)
+
+
 def optimizer_step(
     model: torch.nn.Module,
     micro: list[Batch],
@@ -144,9 +171,10 @@ def optimizer_step(
     cfg: TrainConfig,
     ema: EMA | None = None,
     d: Dist = Dist(),
-) -> tuple[float, torch.Tensor, int]:
-    """One optimizer step over this rank's micro-batches: returns (summed loss and target tokens over
-    all ranks, gradient norm before clipping); no update when the loss or the norm is NaN/inf.
+    precision: Precision = FP32,
+) -> StepResult:
+    """One optimizer step over this rank's micro-batches; no update when the loss or the gradient
+    norm is NaN/inf.
 
     Each micro-batch's summed loss is divided by the step's token count (over all ranks) before
     backward, so the gradient is the per-token mean over the whole step however it was split
@@ -154,27 +182,42 @@ def optimizer_step(
     factor world_size).
     """
     device = micro[0].src.device
-    local_tokens = sum(b.n_tokens for b in micro)
-    step_tokens = int(all_sum([float(local_tokens)], d, device)[0])
+    scaler = precision.scaler
+    local_flops = sum(micro_batch_flops(unwrap(model), b) for b in micro)
+    step_tokens, step_flops = all_sum([float(sum(b.n_tokens for b in micro)), float(local_flops)], d, device)
+    step_tokens = int(step_tokens)
     step_loss = 0.0
     for i, b in enumerate(micro):
         # Gradients are averaged across ranks once per step, after the last micro-batch.
         sync = nullcontext() if i == len(micro) - 1 or not d.enabled else model.no_sync()
         with sync:
-            loss = batch_loss(model, b, cfg.label_smoothing)
-            (loss * d.world_size / step_tokens).backward()
+            with precision.autocast():  # forward and loss; backward follows the forward's dtypes by itself
+                loss = batch_loss(model, b, cfg.label_smoothing)
+            scaled = loss * d.world_size / step_tokens
+            (scaler.scale(scaled) if scaler else scaled).backward()
         step_loss += loss.item()
     step_loss = all_sum([step_loss], d, device)[0]
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
+    if scaler:
+        scaler.unscale_(optimizer)  # the true gradients, for clipping and the finite check
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf")))
     # A NaN/inf loss or gradient would poison the weights and AdamW's moments for good: skip the
     # update (the schedule still advances, so steps and lr stay aligned); the caller counts it.
-    if math.isfinite(step_loss) and torch.isfinite(grad_norm):
-        optimizer.step()
+    result = StepResult(step_loss, grad_norm, step_tokens, step_flops)
+    if result.finite:
+        if scaler:
+            scaler.step(optimizer)  # after unscale_: the optimizer steps on the true gradients
+        else:
+            optimizer.step()
         if ema:
             ema.update(unwrap(model))
+    if scaler:
+        # Overflowing gradients with a finite loss are the scale's fault, not the model's: update()
+        # lowers the scale (and raises it after growth_interval clean steps).
+        result.overflow = math.isfinite(step_loss) and not result.finite
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    return step_loss, grad_norm, step_tokens
+    return result
 
 
 # --------------------------------------------------------------------------- data
@@ -235,15 +278,17 @@ class RankSlices:
     is global, so a run resumes on any number of processes where it stopped in the data.
     """
 
-    def __init__(self, stream, d: Dist, accumulate: int):
-        self.stream, self.d, self.accumulate = stream, d, accumulate
+    def __init__(self, stream, d: Dist, accumulate: int, pin_memory: bool = False):
+        self.stream, self.d, self.accumulate, self.pin_memory = stream, d, accumulate, pin_memory
 
     def __iter__(self):
         return self
 
     def __next__(self) -> list[Batch]:
         group = [next(self.stream) for _ in range(self.d.world_size * self.accumulate)]
-        return group[self.d.rank * self.accumulate : (self.d.rank + 1) * self.accumulate]
+        mine = group[self.d.rank * self.accumulate : (self.d.rank + 1) * self.accumulate]
+        # Pinned here rather than as the stream collates: the other ranks' batches are never copied.
+        return [b.pin_memory() for b in mine] if self.pin_memory else mine
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -349,6 +394,8 @@ class Progress:
     loss_tokens: int = 0
     bad_steps: int = 0  # consecutive, now
     skipped_steps: int = 0  # in all
+    scaler_skipped_steps: int = 0  # fp16: updates the GradScaler skipped for overflowing gradients
+    flops: float = 0.0  # model FLOPs of every step so far, all ranks
     rows: list = field(default_factory=list)  # the dev curve
 
     def state_dict(self) -> dict:
@@ -390,6 +437,7 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
     """
     raise_on_sigterm()
     device = pick_device(params.train.device, distributed.from_environment().local_rank)
+    precision = Precision.of(params.train.precision, device)  # fp16 on a CPU: refused before any work
     d = distributed.setup(device, params.train.dist_timeout_s)
     try:
         data_sha = directory_sha256(paths.data)
@@ -401,19 +449,24 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
         else:
             run = Run.start(params.mlflow)
         with run:
-            summary = _train(params, paths, run, data_sha, state, device, d)
+            summary = _train(params, paths, run, data_sha, state, device, d, precision)
     finally:
         distributed.teardown()
     return summary
 
 
 def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | None, device: torch.device,
-           d: Dist) -> dict:
+           d: Dist, precision: Precision) -> dict:
     cfg = params.train
-    seed_everything(params.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        enable_tf32()
+    # The denominator of MFU, measured before seeding: its random matrices must not move the
+    # initial weights away from those of a run without it.
+    peak_flops = training_peak_flops(device, precision.compute_dtype)
+    seed_everything(params.seed)
 
     tok = Tokenizer.load(paths.data / "vocab.json")
     train_split = TokenizedSplit.load(paths.data / "train.safetensors", tok.vocab_size)
@@ -444,14 +497,14 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "ema": {"model": ema.model.state_dict(), "updates": ema.updates} if ema else None,
             "batches": stream.state_dict(), "rng": resume.rng_states(), "progress": progress.state_dict(),
-            "best_weights": best_weights, "world_size": d.world_size,
+            "best_weights": best_weights, "world_size": d.world_size, "scaler": precision.state_dict(),
         })
 
     if state is None:
         run.write_run_file(paths.run_file)
         run.log_params(flatten(to_dict(params)))
         run.set_tags({**git_tags(Path.cwd()), **environment_tags(device), "data.source": params.data.source,
-                      "data.sha256": data_sha, "parameters": model.num_parameters()})
+                      "data.sha256": data_sha, "parameters": model.num_parameters(), "precision": precision.name})
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -460,6 +513,7 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
             ema.model.load_state_dict(state["ema"]["model"])
             ema.updates = state["ema"]["updates"]
         stream.load_state_dict(state["batches"])
+        precision.load_state_dict(state.get("scaler"))
         resume.set_rng_states(state["rng"])
         progress = Progress(**state["progress"])
         best_weights = state["best_weights"]
@@ -475,8 +529,10 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
                   f"process(es), now {d.world_size}; best dev BLEU {progress.best['dev_bleu']:.2f} at step "
                   f"{progress.best['step']})", file=sys.stderr)
 
-    batches = RankSlices(iter(stream), d, cfg.accumulate)
+    batches = RankSlices(iter(stream), d, cfg.accumulate, pin_memory=device.type == "cuda")
     trained = DistributedDataParallel(model) if d.enabled else model  # what the step runs: syncs gradients
+    if cfg.compile:
+        trained = torch.compile(trained)  # `model` stays the eager module: saved, averaged, evaluated
     model.train()
     # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
     bar = tqdm(range(progress.step + 1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -485,7 +541,8 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     try:
         with GracefulStop() as stop:
             for step in bar:
-                good = _one_step(step, trained, batches, optimizer, scheduler, cfg, ema, device, progress, run, bar, d)
+                good = _one_step(step, trained, batches, optimizer, scheduler, cfg, ema, device, progress, run, bar, d,
+                                 precision)
                 progress.step = step
                 stopping = any_rank(stop.requested, d, device)  # every rank stops after the same step
                 if good:
@@ -503,7 +560,8 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     finally:
         bar.close()
 
-    summary = _summary(progress, train_split, model, run, d)
+    summary = {**_summary(progress, train_split, model, run, d),
+               **_efficiency(progress, peak_flops, device, precision, d)}
     if not d.is_main:
         return summary
     write_outputs(paths, History(progress.rows), summary)
@@ -515,18 +573,26 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
 
 
 def _one_step(step: int, model: torch.nn.Module, batches: RankSlices, optimizer, scheduler, cfg: TrainConfig,
-              ema: EMA | None, device: torch.device, progress: Progress, run: Run, bar, d: Dist) -> bool:
-    """Train one step; False when its loss or gradient was not finite (skipped: no update)."""
+              ema: EMA | None, device: torch.device, progress: Progress, run: Run, bar, d: Dist,
+              precision: Precision) -> bool:
+    """Train one step; False when its loss or gradient was not finite (skipped: no update).
+
+    An fp16 step whose gradients overflowed under a finite loss counts as trained: the GradScaler
+    skipped its update and lowered the scale, the usual way it finds its level.
+    """
     t0 = time.perf_counter()
     micro = [b.to(device, non_blocking=True) for b in next(batches)]
     progress.data_time += time.perf_counter() - t0
-    step_loss, grad_norm, step_tokens = optimizer_step(model, micro, optimizer, scheduler, cfg, ema, d)
+    result = optimizer_step(model, micro, optimizer, scheduler, cfg, ema, d, precision)
+    step_loss, grad_norm, step_tokens = result.loss, result.grad_norm, result.tokens
     step_time = time.perf_counter() - t0
     progress.train_time += step_time
-    if not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))):
+    progress.flops += result.flops  # also for skipped steps: their time is in train_time too
+    progress.scaler_skipped_steps += result.overflow
+    if not (result.finite or result.overflow):
         progress.bad_steps += 1
         progress.skipped_steps += 1
-        bar.write(f"step {step}: non-finite loss ({step_loss}) or gradient norm ({float(grad_norm)}): skipped "
+        bar.write(f"step {step}: non-finite loss ({step_loss}) or gradient norm ({grad_norm}): skipped "
                   f"({progress.bad_steps} in a row, train.max_bad_steps={cfg.max_bad_steps})")
         if progress.bad_steps >= cfg.max_bad_steps:
             raise TrainingDiverged(
@@ -543,8 +609,12 @@ def _one_step(step: int, model: torch.nn.Module, batches: RankSlices, optimizer,
     # refresh=False: the bar redraws on its own schedule (every 30 s in a log file), not every step
     bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_tokens:.3f}", lr=f"{lr:.2e}",
                     tok_s=f"{progress.tokens_seen / progress.train_time:.0f}", refresh=False)
-    run.log_metrics({"train_loss": step_loss / step_tokens, "lr": lr, "grad_norm": float(grad_norm),
-                     "tok_s": step_tokens / step_time}, step)
+    logged = {"train_loss": step_loss / step_tokens, "lr": lr, "tok_s": step_tokens / step_time}
+    if math.isfinite(grad_norm):  # inf on an fp16 overflow step
+        logged["grad_norm"] = grad_norm
+    if precision.scaler:
+        logged["loss_scale"] = precision.scaler.get_scale()
+    run.log_metrics(logged, step)
     return True
 
 
@@ -583,4 +653,18 @@ def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer
         "parameters": model.num_parameters(),
         "world_size": d.world_size,
         "mlflow_run_id": run.run_id or "",
+    }
+
+
+def _efficiency(progress: Progress, peak_flops: float, device: torch.device, precision: Precision,
+                d: Dist) -> dict:
+    """Achieved model FLOP/s over the run (all ranks) and MFU: their share of world_size devices' peak."""
+    flops_per_s = progress.flops / max(progress.train_time, 1e-9)
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "precision": precision.name,
+        "scaler_skipped_steps": progress.scaler_skipped_steps,  # fp16: overflowing gradients, no update
+        "train_flops_per_s": round(flops_per_s),
+        "peak_flops": round(peak_flops),  # measured at the start, on this device, in the training dtype
+        "mfu": float(f"{flops_per_s / (d.world_size * peak_flops):.4g}"),  # significant digits: tiny models
     }

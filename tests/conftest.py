@@ -49,6 +49,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def tokenized_data(root: Path, sizes: tuple[int, int, int]) -> Path:
+    """``root/tokenized`` of synthetic train, dev and test pairs, made in-process (no DVC, no download)."""
+    from nmt.config import TokenizeConfig
+    from nmt.encode_data import tokenize_dataset
+
+    for split, n, seed in zip(("train", "dev", "test"), sizes, (0, 1, 2)):
+        write_jsonl(root / "raw" / f"{split}.jsonl", synthetic_pairs(n, seed))
+    tokenize_dataset(root / "raw", root / "tokenized", TokenizeConfig(min_freq=1))
+    return root / "tokenized"
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Path:
     """An exported model directory with random weights: enough to exercise loading and the CLI."""

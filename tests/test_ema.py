@@ -8,14 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nmt.config import TokenizeConfig, params_from_dict
+from nmt.config import params_from_dict
 from nmt.ema import EMA
-from nmt.encode_data import tokenize_dataset
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer
 from nmt.train import Paths, seed_everything, train
 
-from .conftest import synthetic_pairs, write_jsonl
+from .conftest import tokenized_data
 
 DECAY = 0.2  # below the warm-up's 3/12 at the second update, so both branches of min() are used
 
@@ -33,11 +32,7 @@ def params(max_steps: int, ema_decay: float):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ema")
-    for split, n, seed in (("train", 60, 0), ("dev", 6, 1), ("test", 6, 2)):
-        write_jsonl(root / "raw" / f"{split}.jsonl", synthetic_pairs(n, seed))
-    tokenize_dataset(root / "raw", root / "tokenized", TokenizeConfig(min_freq=1))
-    return root / "tokenized"
+    return tokenized_data(tmp_path_factory.mktemp("ema"), (60, 6, 6))
 
 
 def saved_weights(data: Path, out: Path, max_steps: int, ema_decay: float) -> dict[str, torch.Tensor]:
