@@ -106,3 +106,27 @@ def test_metrics_does_not_import_torch() -> None:
     code = "import sys, nmt.metrics, nmt.retrieval; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     assert metrics.__name__ == "nmt.metrics"
+
+
+# ---------------------------------------------------------------------- CodeBLEU (Java, CONCODE)
+JAVA = "public int add ( int a , int b ) { return a + b ; }"
+
+
+def test_codebleu_is_100_for_identical_java_and_lower_for_a_wrong_body():
+    same = metrics.codebleu([JAVA], [JAVA])
+    assert same["codebleu"] == pytest.approx(100.0)
+    wrong = metrics.codebleu(["public int add ( int a , int b ) { return a * a ; }"], [JAVA])
+    assert 0.0 < wrong["codebleu"] < 100.0
+    assert wrong["codebleu_dataflow"] < 100.0  # b no longer flows into the result
+    renamed = metrics.codebleu(["public int add ( int x , int y ) { return x + y ; }"], [JAVA])
+    # renaming keeps the tree and the data flow: CodeBLEU scores it above plain n-gram overlap
+    assert renamed["codebleu_dataflow"] == pytest.approx(100.0) and renamed["codebleu"] > renamed["codebleu_ngram"]
+
+
+def test_score_adds_codebleu_for_java_only():
+    java = metrics.score([JAVA], [JAVA], "java")
+    assert java["codebleu"] == pytest.approx(100.0) and "syntax_valid" not in java
+    assert "codebleu" not in metrics.score(["x = 1"], ["x = 1"], "python")
+    assert metrics.codebleu([], []) == {"codebleu": 0.0}
+    with pytest.raises(ValueError):
+        metrics.codebleu([JAVA], [])

@@ -26,8 +26,16 @@ def test_the_django_recipe_is_valid_over_params_yaml():
     assert params.train.eval_examples == 0  # the whole dev split
 
 
-def test_the_set_list_round_trips_through_dvcs_own_parser(tmp_path):
-    recipe = recipes.load_recipe("django", REPO)
+def test_the_concode_recipe_is_valid_and_reads_java_from_the_hub_or_a_local_dir():
+    params = recipes.recipe_params(recipes.load_recipe("concode", REPO), REPO / "params.yaml", "recipes/concode.yaml")
+    assert params.data.source == "concode" and params.data.concode.local_dir == ""  # the hub unless told
+    assert params.model.copy and params.evaluate.rerank == "none"  # syntax reranking is Python's
+    assert params.data.max_nl_tokens + 2 <= params.model.max_len
+
+
+@pytest.mark.parametrize("name", ["django", "concode"])
+def test_the_set_list_round_trips_through_dvcs_own_parser(tmp_path, name):
+    recipe = recipes.load_recipe(name, REPO)
     args = recipes.set_args(recipe)
     assert args[0::2] == ["-S"] * len(flatten(recipe))
     params_file = tmp_path / "params.yaml"
