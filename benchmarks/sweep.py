@@ -46,8 +46,19 @@ def parse_overrides(pairs: list[str]) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = _value(value)
     return out
+
+
+def _value(text: str):
+    """YAML's reading of ``text``, except that numbers YAML 1.1 leaves as strings (``1e-3``) are floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def variant_params(recipe: dict, common: dict, own: dict) -> dict:

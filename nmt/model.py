@@ -56,8 +56,12 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def key_padding_mask(src_mask: torch.Tensor) -> torch.Tensor | None:
     """(B, S) True-for-real -> (B, 1, 1, S), broadcast over heads and queries by SDPA.
 
-    None when no source is padded: SDPA then takes its mask-free kernel, and adds no mask.
+    None when no source is padded: SDPA then takes its mask-free kernel, and adds no mask. Under
+    ``torch.compile`` the mask is always passed: the test reads a value off the device, which would
+    break the graph every step.
     """
+    if torch.compiler.is_compiling():
+        return src_mask[:, None, None, :]
     return None if bool(src_mask.all()) else src_mask[:, None, None, :]
 
 

@@ -532,7 +532,9 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     batches = RankSlices(iter(stream), d, cfg.accumulate, pin_memory=device.type == "cuda")
     trained = DistributedDataParallel(model) if d.enabled else model  # what the step runs: syncs gradients
     if cfg.compile:
-        trained = torch.compile(trained)  # `model` stays the eager module: saved, averaged, evaluated
+        # dynamic: every step's batch has another (B, S, T); `model` stays the eager module (saved, averaged,
+        # evaluated).
+        trained = torch.compile(trained, dynamic=True)
     model.train()
     # A live bar on a terminal; in a log file (CI, dvc repro > log) one line every 30 s, not thousands.
     bar = tqdm(range(progress.step + 1, cfg.max_steps + 1), desc="train", unit="step", dynamic_ncols=True,
