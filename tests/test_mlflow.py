@@ -314,9 +314,15 @@ def test_a_signal_during_a_store_write_is_delivered_after_it():
     from nmt.tracking import signals_held
 
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_held():
-            signal.raise_signal(signal.SIGINT)
-            finished.append("write")
-    assert finished == ["write"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell's background job starts
+    # with SIGINT ignored, and then Python installs none.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                signal.raise_signal(signal.SIGINT)
+                finished.append("write")
+        assert finished == ["write"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
