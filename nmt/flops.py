@@ -65,11 +65,14 @@ def measure_peak_flops(device: torch.device, n: int = 4096, repeats: int = 5,
                        dtype: torch.dtype | None = None) -> float:
     """Measured matmul FLOP/s: the median of ``repeats`` timed (n, n) @ (n, n) products.
 
-    Median, not best: it is what a long run sees, and one lucky repeat does not inflate it.
+    Median, not best: it is what a long run sees, and one lucky repeat does not inflate it. The
+    operands come from a generator of their own, so measuring never moves the global RNG (a
+    training run's initial weights do not depend on whether or when it measured).
     """
     dtype = peak_dtype(device) if dtype is None else dtype
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.mm(a, b)  # warm-up: kernel selection, thread pool start
     sync()

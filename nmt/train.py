@@ -463,9 +463,7 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         enable_tf32()
-    # The denominator of MFU, measured before seeding: its random matrices must not move the
-    # initial weights away from those of a run without it.
-    peak_flops = training_peak_flops(device, precision.compute_dtype)
+    peak_flops = training_peak_flops(device, precision.compute_dtype)  # the denominator of MFU
     seed_everything(params.seed)
 
     tok = Tokenizer.load(paths.data / "vocab.json")

@@ -40,6 +40,14 @@ def test_measured_peak_is_a_plausible_rate():
     assert 1e8 < peak < 1e14  # FLOP/s: more than a calculator, less than a rack of GPUs
 
 
+def test_measuring_the_peak_leaves_the_global_rng_alone():
+    """The train stage measures its peak around seeding: the initial weights must not depend on it."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    measure_peak_flops(torch.device("cpu"), n=64, repeats=1)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
     torch.manual_seed(0)
     drop = Dropout(0.3).train()
