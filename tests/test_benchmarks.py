@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def test_forward_flops_equal_what_torch_counts(copy):
 def test_measured_peak_is_a_plausible_rate():
     peak = measure_peak_flops(torch.device("cpu"), n=256, repeats=3)
     assert 1e8 < peak < 1e14  # FLOP/s: more than a calculator, less than a rack of GPUs
+
+
+def test_peak_warm_up_runs_for_its_stated_time(monkeypatch):
+    """One warm-up product read half the steady peak at a stage's start (MFU 1.12 was committed)."""
+    products = []
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: products.append(1) or real_mm(a, b))
+    t0 = time.perf_counter()
+    measure_peak_flops(torch.device("cpu"), n=64, repeats=2, warmup_s=0.2)
+    assert time.perf_counter() - t0 >= 0.2
+    assert len(products) > 2 + 1  # several warm-up products, then the 2 timed ones
 
 
 def test_measuring_the_peak_leaves_the_global_rng_alone():
