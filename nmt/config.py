@@ -114,6 +114,9 @@ class TokenizeConfig:
     rare_words: int = opt(0, "with name_placeholders, a plain word of the description (toks, hextet) is a name "
                              "too when fewer than this many training descriptions contain it; 0 = code-like "
                              "names only", *non_negative)
+    placeholder_tokens: bool = opt(False, "make each placeholder one token (cl100k spells _ID:12_ as 5) and let "
+                                          "decoding emit only the placeholders its source holds "
+                                          "(needs string_placeholders)")
 
     def validate(self) -> list[str]:
         problems = []
@@ -122,6 +125,9 @@ class TokenizeConfig:
                             "(they share the literals file)")
         if self.rare_words and not self.name_placeholders:
             problems.append("tokenize.rare_words: needs tokenize.name_placeholders: true (rare words become names)")
+        if self.placeholder_tokens and not self.string_placeholders:
+            problems.append("tokenize.placeholder_tokens: needs tokenize.string_placeholders: true "
+                            "(without it there are no placeholders)")
         return problems
 
 

@@ -33,7 +33,7 @@ from nmt import placeholders
 from nmt.config import TokenizeConfig
 from nmt.errors import DataError
 from nmt.io import atomic_path, atomic_write_json, read_json, read_jsonl
-from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer
+from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, PLACEHOLDER_TOKENS, Tokenizer
 
 SPLITS = ("train", "dev", "test")
 SPLIT_FORMAT = "nmt-tokenized-split"
@@ -207,7 +207,8 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
                                                                                 common)
     train = rows["train"]
     tok = Tokenizer.build([r["nl"] for r in train] + [r["code"] for r in train], cfg.min_freq, cfg.max_vocab,
-                          cfg.string_placeholders, cfg.name_placeholders, common)
+                          cfg.string_placeholders, cfg.name_placeholders, common,
+                          PLACEHOLDER_TOKENS if cfg.placeholder_tokens else 0)
     tok.save(out_dir / "vocab.json")
     if cfg.string_placeholders:
         atomic_write_json(out_dir / LITERALS_FILE, literals)

@@ -40,6 +40,8 @@ LayerCache = dict[str, torch.Tensor]  # "k", "v" (self-attention, grows) and "ck
 # One LayerCache per decoder layer; the copy model appends one for the pointer: "src" (the source
 # ids, given to new_cache) and "copy_k" (the copy keys, computed at the first step). All of them
 # hold one row per sequence, so select_cache reorders the pointer's entry with the layers'.
+# A model restricted to its source (restrict_to_source) appends a last one: "banned" (B, V), the
+# ids each row may not emit.
 Cache = list[LayerCache]
 
 
@@ -332,6 +334,9 @@ class Transformer(nn.Module):
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.ln_dec = nn.LayerNorm(cfg.d_model)
         self.pointer = PointerGenerator(cfg.d_model) if cfg.copy else None
+        # Ids a decoder may emit only where the source holds them (restrict_to_source). Not saved:
+        # the tokenizer says which ids those are.
+        self.register_buffer("source_only", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -410,13 +415,30 @@ class Transformer(nn.Module):
         return self.decode(tgt_in, self.encode(src, src_mask), src_mask, src)
 
     # ------------------------------------------------------------------ incremental decoding
+    def restrict_to_source(self, ids: list[int]) -> None:
+        """Let decoding emit each of ``ids`` only for a source that holds it (placeholder tokens).
+
+        A placeholder stands for a literal of its own description: ``_ID:3_`` in the output of a
+        description with three placeholders would restore to nothing. Decoding only: the
+        teacher-forced loss keeps the full distribution, since a source cut at
+        ``data.max_nl_tokens`` can lose a placeholder its code still uses.
+        """
+        self.source_only.zero_()
+        self.source_only[torch.as_tensor(ids, dtype=torch.long, device=self.source_only.device)] = True
+
     def new_cache(self, src: torch.Tensor | None = None) -> Cache:
-        """An empty cache for decoding the (B, S) sources ``src`` (required by model.copy, else unused)."""
+        """An empty cache for decoding the (B, S) sources ``src`` (required by model.copy and by a
+        model restricted to its source, else unused)."""
         cache: Cache = [{} for _ in self.decoder]
+        restricted = bool(self.source_only.any())
+        if (self.pointer is not None or restricted) and src is None:
+            raise ValueError("a model with model.copy or restrict_to_source needs the source ids: new_cache(src)")
         if self.pointer is not None:
-            if src is None:
-                raise ValueError("a model with model.copy needs the source ids: new_cache(src)")
             cache.append({"src": src})  # (B, S); row i must be the source of row i of memory
+        if restricted:
+            present = torch.zeros(src.size(0), self.vocab_size, dtype=torch.bool, device=src.device)
+            present.scatter_(1, src, True)  # (B, V): the ids of each source (pads are never source-only)
+            cache.append({"banned": self.source_only[None, :] & ~present})  # (B, V)
         return cache
 
     def decode_step(
@@ -433,12 +455,16 @@ class Transformer(nn.Module):
         for layer, layer_cache in zip(self.decoder, cache):
             x = layer(x, memory, memory_mask, cache=layer_cache)
         src = copy_keys = None
+        extra = cache[len(self.decoder):]  # the pointer's entry, then the restriction's
         if self.pointer is not None:
-            pointer_cache = cache[len(self.decoder)]  # the entry after the layers'
+            pointer_cache = extra[0]
             if "copy_k" not in pointer_cache:  # like the cross-attention keys: projected once per source
                 pointer_cache["copy_k"] = self.pointer.keys(memory)  # (B, S, D)
             src, copy_keys = pointer_cache["src"], pointer_cache["copy_k"]
-        return self.scores(self.ln_dec(x), memory, src_mask, src, copy_keys)[:, 0]  # (B, V)
+        scores = self.scores(self.ln_dec(x), memory, src_mask, src, copy_keys)[:, 0]  # (B, V)
+        if extra and "banned" in extra[-1]:
+            scores = scores.masked_fill(extra[-1]["banned"], float("-inf"))
+        return scores
 
     @staticmethod
     def select_cache(cache: Cache, index: torch.Tensor) -> Cache:

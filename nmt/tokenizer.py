@@ -4,7 +4,10 @@ Compact id layout (fixed by the file format, version 1)::
 
     0, 1, 2                 <pad>, <bos>, <eos>              (N_SPECIALS = 3)
     3 .. 258                the 256 single bytes 0x00..0xff  (id = BYTE_OFFSET + byte)
-    259 .. vocab_size - 1   the kept cl100k tokens, most frequent first (ties: lower cl100k id first)
+    259 .. 259 + kept - 1   the kept cl100k tokens, most frequent first (ties: lower cl100k id first)
+    then, with placeholder tokens (K = ``placeholder_tokens``):
+      K ids                 _STR:0_ .. _STR:{K-1}_
+      K ids                 _ID:0_ .. _ID:{K-1}_
 
 Encoding runs cl100k's ``encode_ordinary`` (so text such as ``<|endoftext|>`` is plain text) and
 maps every cl100k token to its compact id. A token outside the compact vocabulary becomes its
@@ -22,6 +25,14 @@ The file also records whether the model was trained on texts with string placeho
 inputs and restores its outputs the same way. The key is written only when the setting is on, so
 files without it (all older ones) mean "off". With ``tokenize.rare_words`` it also holds
 ``common_words``: the description words that stay words (every other one is a name placeholder).
+
+**Placeholder tokens** (``tokenize.placeholder_tokens``): cl100k spells ``_ID:12_`` as five
+tokens (``_ID``, ``:``, ``12``, ``_`` ...), so copying a name meant copying five tokens in a row
+and getting the digits right. With ``placeholder_tokens = K`` each placeholder with index below K,
+written canonically (``_ID:7_``, not ``_ID:07_``), is one token of its own: encoding cuts the text
+at those placeholders and runs cl100k on the pieces between them, and decoding writes the
+placeholder's text back, so ``decode(encode(s)) == s`` still holds. :meth:`Tokenizer.placeholder_ids`
+lists them: a decoder may emit one only if the source holds it (``Transformer.restrict_to_source``).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +69,12 @@ _BUILD_CHUNK = 8192  # texts encoded per tiktoken batch while counting
 # Placeholders _STR:0_ .. _STR:{n-1}_ whose tokens the vocabulary always keeps when they are on
 # (a higher index still encodes losslessly, through the byte fallback).
 KEPT_PLACEHOLDERS = 100
+# With placeholder tokens on: how many of each kind are single tokens (_STR:0_ .. _STR:99_, _ID:0_ ..).
+PLACEHOLDER_TOKENS = 100
+MAX_PLACEHOLDER_TOKENS = 10_000
+# A placeholder as the masking writes it: canonical index (no leading zeros), so its token decodes
+# back to exactly the same text.
+_ATOMIC = re.compile(r"_(STR|ID):(0|[1-9][0-9]{0,5})_")
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +130,20 @@ def _encode_base(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return flat, counts
 
 
+def _cut_at(text: str, k: int) -> tuple[list[str], list[int]]:
+    """``text`` cut at its placeholders with index < ``k``: the n+1 pieces around them, and the n
+    placeholders' offsets among the placeholder tokens (``_STR:i_`` -> i, ``_ID:i_`` -> k + i)."""
+    pieces, ids, last = [], [], 0
+    for m in _ATOMIC.finditer(text):
+        index = int(m.group(2))
+        if index < k:
+            pieces.append(text[last : m.start()])
+            ids.append(index if m.group(1) == "STR" else k + index)
+            last = m.end()
+    pieces.append(text[last:])
+    return pieces, ids
+
+
 def _problems(cl100k_ids: Any) -> list[str]:
     """Everything wrong with a list of kept cl100k ids (empty when it is valid)."""
     if not isinstance(cl100k_ids, (list, tuple)):
@@ -147,10 +179,12 @@ class Tokenizer:
     specials = SPECIALS
 
     def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False, name_placeholders: bool = False,
-                 common_words: Iterable[str] | None = None):
+                 common_words: Iterable[str] | None = None, placeholder_tokens: int = 0):
         problems = _problems(cl100k_ids)
         if problems:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
+        if not 0 <= placeholder_tokens <= MAX_PLACEHOLDER_TOKENS:
+            raise ValueError(f"placeholder_tokens must be in 0..{MAX_PLACEHOLDER_TOKENS}, got {placeholder_tokens}")
         tables = _base_tables()
         self.cl100k_ids: tuple[int, ...] = tuple(int(t) for t in cl100k_ids)
         # Texts are masked with nmt.placeholders before encoding (the Translator's job, not encode's).
@@ -158,7 +192,10 @@ class Tokenizer:
         self.name_placeholders = bool(name_placeholders)
         # With tokenize.rare_words: the description words that stay words; any other becomes _ID:i_.
         self.common_words: frozenset[str] | None = None if common_words is None else frozenset(common_words)
-        self.vocab_size = FIRST_CL100K_ID + len(self.cl100k_ids)
+        # K: _STR:0_ .. _STR:{K-1}_ and _ID:0_ .. _ID:{K-1}_ are single tokens after the cl100k ones.
+        self.placeholder_tokens = int(placeholder_tokens)
+        self._first_placeholder_id = FIRST_CL100K_ID + len(self.cl100k_ids)
+        self.vocab_size = self._first_placeholder_id + 2 * self.placeholder_tokens
         # cl100k id -> compact id; -1 = not in the vocabulary, falls back to its bytes.
         lut = np.full(tables.n, -1, dtype=np.int32)
         lut[tables.single_byte] = BYTE_OFFSET + np.arange(N_BYTES, dtype=np.int32)
@@ -168,13 +205,15 @@ class Tokenizer:
             [b""] * N_SPECIALS
             + [bytes([b]) for b in range(N_BYTES)]
             + [tables.token_bytes[t] for t in self.cl100k_ids]
+            + [fmt.format(i).encode() for fmt in (placeholders.PLACEHOLDER, placeholders.NAME_PLACEHOLDER)
+               for i in range(self.placeholder_tokens)]
         )
 
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
               string_placeholders: bool = False, name_placeholders: bool = False,
-              common_words: Iterable[str] | None = None) -> Tokenizer:
+              common_words: Iterable[str] | None = None, placeholder_tokens: int = 0) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
@@ -182,7 +221,8 @@ class Tokenizer:
 
         ``string_placeholders``: ``texts`` are already masked; the tokens that spell the first
         :data:`KEPT_PLACEHOLDERS` placeholders between quotes are kept whatever their count, ahead
-        of all others.
+        of all others. With ``placeholder_tokens`` those are single tokens instead, and are not
+        counted as cl100k pieces.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
@@ -192,16 +232,19 @@ class Tokenizer:
         counts = np.zeros(tables.n, dtype=np.int64)
         it = iter(texts)
         while chunk := list(itertools.islice(it, _BUILD_CHUNK)):
+            if placeholder_tokens:  # the pieces between placeholder tokens, as encode_arrays sees them
+                chunk = [piece for text in chunk for piece in _cut_at(text, placeholder_tokens)[0]]
             flat, _ = _encode_base(chunk)
             counts += np.bincount(flat, minlength=tables.n)
         counts[tables.single_byte] = 0
         required = np.zeros(tables.n, dtype=bool)
-        if string_placeholders:
+        if string_placeholders and not placeholder_tokens:
             required[_encode_base(placeholders.vocabulary_texts(KEPT_PLACEHOLDERS))[0]] = True
             required[tables.single_byte] = False
         candidates = np.flatnonzero((counts >= min_freq) | required)
         order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
-        return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders, common_words)
+        return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders, common_words,
+                   placeholder_tokens)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
@@ -218,9 +261,37 @@ class Tokenizer:
         """All texts' compact ids back to back (int32 [total]) and offsets (int64 [n+1]).
 
         Text ``i`` is ``ids[offsets[i]:offsets[i+1]]``. Vectorised: one table lookup maps the
-        cl100k ids; tokens outside the vocabulary are expanded in place into their bytes.
+        cl100k ids; tokens outside the vocabulary are expanded in place into their bytes. With
+        placeholder tokens, the pieces between placeholders are encoded that way, all texts'
+        pieces in one batch, and the placeholder ids are put back between them.
         """
         texts = list(texts)
+        if not self.placeholder_tokens:
+            return self._encode_pieces(texts)
+        pieces, between = [], []  # every text's pieces back to back; the placeholder ids after each piece
+        n_pieces = np.empty(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            parts, ids = _cut_at(text, self.placeholder_tokens)
+            pieces += parts
+            between += [self._first_placeholder_id + j for j in ids] + [-1]  # -1: nothing after the last piece
+            n_pieces[i] = len(parts)
+        piece_ids, piece_offsets = self._encode_pieces(pieces)
+        piece_lens = np.diff(piece_offsets)  # [P]
+        after = np.asarray(between, dtype=np.int32)  # [P]
+        out_lens = piece_lens + (after >= 0)  # [P] a piece, then its placeholder if any
+        out_start = np.cumsum(out_lens) - out_lens  # [P]
+        ids = np.empty(int(out_lens.sum()), dtype=np.int32)
+        # Token j of piece p goes to out_start[p] + j.
+        within = np.arange(len(piece_ids)) - np.repeat(piece_offsets[:-1], piece_lens)
+        ids[np.repeat(out_start, piece_lens) + within] = piece_ids
+        has = after >= 0
+        ids[(out_start + piece_lens)[has]] = after[has]
+        piece_bounds = np.concatenate(([0], np.cumsum(n_pieces)))  # [n+1] into the pieces
+        out_bounds = np.concatenate(([0], np.cumsum(out_lens)))  # [P+1] into the output
+        return ids, out_bounds[piece_bounds]
+
+    def _encode_pieces(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode_arrays` without placeholder tokens."""
         base, counts = _encode_base(texts)  # [T], [n]
         mapped = self._lut[base]  # [T] int32, -1 where not in the vocabulary
         miss = mapped < 0
@@ -268,6 +339,12 @@ class Tokenizer:
     def is_byte(self, token_id: int) -> bool:
         return BYTE_OFFSET <= token_id < FIRST_CL100K_ID
 
+    @property
+    def placeholder_ids(self) -> list[int]:
+        """The ids of the placeholder tokens (empty without them): a source's own are the only ones
+        its output can use."""
+        return list(range(self._first_placeholder_id, self.vocab_size))
+
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
         data = {
@@ -283,6 +360,8 @@ class Tokenizer:
             data["name_placeholders"] = True
         if self.common_words is not None:
             data["common_words"] = sorted(self.common_words)
+        if self.placeholder_tokens:
+            data["placeholder_tokens"] = self.placeholder_tokens
         return data
 
     @classmethod
@@ -293,7 +372,7 @@ class Tokenizer:
             problems.append(f"expected a JSON object, got {type(data).__name__}")
         else:
             required = ("format", "version", "base_encoding", "specials", "cl100k_ids")
-            known = (*required, "string_placeholders", "name_placeholders", "common_words")
+            known = (*required, "string_placeholders", "name_placeholders", "common_words", "placeholder_tokens")
             problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
             problems += [f"missing key {k!r}" for k in required if k not in data]
             if "format" in data and data["format"] != FORMAT:
@@ -312,13 +391,16 @@ class Tokenizer:
             words = data.get("common_words", [])
             if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
                 problems.append("common_words must be a list of strings")
+            k = data.get("placeholder_tokens", 0)
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_PLACEHOLDER_TOKENS:
+                problems.append(f"placeholder_tokens must be an integer in 0..{MAX_PLACEHOLDER_TOKENS}, got {k!r}")
         if problems:
             raise ModelFileError(
                 f"{source}: invalid tokenizer file: " + "; ".join(problems)
                 + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
             )
         return cls(data["cl100k_ids"], data.get("string_placeholders", False), data.get("name_placeholders", False),
-                   data.get("common_words"))
+                   data.get("common_words"), data.get("placeholder_tokens", 0))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON, atomically."""
@@ -337,13 +419,16 @@ class Tokenizer:
         return (isinstance(other, Tokenizer) and self.cl100k_ids == other.cl100k_ids
                 and self.string_placeholders == other.string_placeholders
                 and self.name_placeholders == other.name_placeholders
-                and self.common_words == other.common_words)
+                and self.common_words == other.common_words
+                and self.placeholder_tokens == other.placeholder_tokens)
 
     def __hash__(self) -> int:
-        return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders, self.common_words))
+        return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders, self.common_words,
+                     self.placeholder_tokens))
 
     def __repr__(self) -> str:
         extra = ", string_placeholders=True" if self.string_placeholders else ""
         extra += ", name_placeholders=True" if self.name_placeholders else ""
         extra += f", common_words={len(self.common_words)}" if self.common_words is not None else ""
+        extra += f", placeholder_tokens={self.placeholder_tokens}" if self.placeholder_tokens else ""
         return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)}{extra})"

@@ -473,6 +473,8 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens, literals)
 
     model = Transformer(params.model, tok.vocab_size, tok.pad_id).to(device)  # same seed: same weights on every rank
+    if tok.placeholder_ids:  # dev decoding uses only the placeholders of its own source
+        model.restrict_to_source(tok.placeholder_ids)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     scored = ema.model if ema else model  # the weights dev scores and the best checkpoint come from
     optimizer = make_optimizer(model, cfg)

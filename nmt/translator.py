@@ -110,6 +110,8 @@ class Translator:
                 f"model vocabulary ({model.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
             )
         self.model, self.tokenizer = model.eval(), tokenizer
+        if tokenizer.placeholder_ids:  # an output uses only the placeholders of its own description
+            model.restrict_to_source(tokenizer.placeholder_ids)
         self.bos_id, self.eos_id = bos_id, eos_id
         # Defaults of beam_size, length_penalty, max_len_a, max_len_b and rerank.
         self.decoding = {**BUILTIN_DECODING, **(decoding or {})}

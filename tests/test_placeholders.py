@@ -291,3 +291,85 @@ def test_rare_words_need_name_placeholders_and_travel_in_the_tokenizer_file(tmp_
     assert P.mask_description("substitute zebra for x.", True, tok.common_words).text == "substitute _ID:0_ for x."
     with pytest.raises(Exception, match="common_words must be a list of strings"):
         Tokenizer.from_dict({**tok.to_dict(), "common_words": "value"})
+
+
+# ---------------------------------------------------------------------- placeholder tokens (tokenize.placeholder_tokens)
+placeholderish = st.lists(st.one_of(
+    st.text(alphabet="_IDSTR:0123456789 x'", max_size=8),
+    st.builds("_{}:{}_".format, st.sampled_from(["ID", "STR", "id"]), st.integers(0, 150)),
+    st.builds("_ID:0{}_".format, st.integers(0, 9)),
+), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(placeholderish, st.text(max_size=30)), min_size=1, max_size=6))
+def test_placeholder_tokens_round_trip_any_text(texts):
+    tok = Tokenizer.build(["x = _ID:0_ ( '_STR:1_' )"] * 2, 1, 100, True, True, placeholder_tokens=100)
+    ids, offsets = tok.encode_arrays(texts)
+    for i, text in enumerate(texts):
+        assert tok.decode(ids[offsets[i] : offsets[i + 1]]) == text
+        assert tok.encode(text) == ids[offsets[i] : offsets[i + 1]].tolist()
+
+
+def test_each_canonical_placeholder_below_k_is_one_token_of_its_own():
+    tok = Tokenizer.build(["x = _ID:0_ ( '_STR:1_' )"] * 2, 1, 100, True, True, placeholder_tokens=100)
+    first = tok.vocab_size - 200
+    assert tok.placeholder_ids == list(range(first, tok.vocab_size))
+    assert tok.encode("_STR:0_") == [first] and tok.encode("_STR:99_") == [first + 99]
+    assert tok.encode("_ID:0_") == [first + 100] and tok.encode("_ID:12_") == [first + 112]
+    ids = tok.encode("f ( _ID:3_ , '_STR:4_' )")
+    assert ids.count(first + 103) == 1 and ids.count(first + 4) == 1
+    for text in ("_ID:07_", "_ID:100_", "_id:1_", "_ID:1"):  # not canonical, out of range, not a placeholder
+        assert not set(tok.encode(text)) & set(tok.placeholder_ids), text
+    assert Tokenizer.build(["a"], 1, 100).placeholder_ids == []
+
+
+def test_placeholder_tokens_need_string_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
+    from nmt.config import params_from_dict
+    from nmt.errors import ConfigError, ModelFileError
+
+    with pytest.raises(ConfigError, match="tokenize.placeholder_tokens: needs tokenize.string_placeholders"):
+        params_from_dict({"tokenize": {"placeholder_tokens": True}})
+    raw = tmp_path / "raw"
+    pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
+    for split in ("train", "dev", "test"):
+        write_jsonl(raw / f"{split}.jsonl", pairs)
+    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True, placeholder_tokens=True)
+    tokenize_dataset(raw, tmp_path / "tok", cfg)
+    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    assert tok.placeholder_tokens == 100 and len(tok.placeholder_ids) == 200
+    split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
+    assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
+    # _ID:0_ | " (" | " " | _ID:1_ | " )": each placeholder is one id (cl100k spells the line in 13)
+    assert len(split.tgt(0)) == 5 and split.tgt(0)[0] == tok.encode("_ID:0_")[0]
+    assert not any("_ID" in tok.token_bytes(i).decode(errors="replace") for i in range(tok.vocab_size)
+                   if i not in tok.placeholder_ids)  # the cl100k pieces of placeholders were not kept
+    for bad in (-1, True, "100", 10**6):
+        with pytest.raises(ModelFileError, match="placeholder_tokens must be an integer"):
+            Tokenizer.from_dict({**tok.to_dict(), "placeholder_tokens": bad})
+
+
+def test_decoding_emits_only_the_placeholders_of_its_own_source():
+    """A model that would rather write _ID:1_ than anything else writes it only where the source holds it."""
+    tok = Tokenizer.build(["x = _ID:0_ ( '_STR:1_' )"] * 2, 1, 100, True, True, placeholder_tokens=10)
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32)
+    for copy in (False, True):
+        model = Transformer(cfg, tok.vocab_size, tok.pad_id).eval()
+        if copy:
+            model = Transformer(ModelConfig(**{**cfg.__dict__, "copy": True}), tok.vocab_size, tok.pad_id).eval()
+        favourite = tok.encode("_ID:1_")[0]
+        with torch.no_grad():
+            model.embed.weight[favourite] *= 50  # the tied output projection now prefers it at every step
+        translator = Translator(model, tok, tok.bos_id, tok.eos_id)
+        assert bool(model.source_only.any())
+        for beam in (1, 3):
+            without, with_it = translator.translate(["x _ID:0_ y", "x _ID:1_ y"], beam_size=beam, max_len_b=5)
+            assert favourite not in tok.encode(without.text) and "_ID:1_" not in without.text
+            assert "_ID:1_" in with_it.text  # the source holds it: allowed, and preferred
+    unrestricted = Transformer(cfg, tok.vocab_size, tok.pad_id).eval()
+    with torch.no_grad():
+        unrestricted.embed.weight[favourite] *= 50
+    src = torch.tensor([tok.encode("x _ID:0_ y")])
+    from nmt.decode import greedy
+    assert favourite in greedy(unrestricted, src, src != tok.pad_id, tok.bos_id, tok.eos_id, 5)[0].tokens
