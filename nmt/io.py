@@ -93,11 +93,24 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ("nl", "code
 
     Blank lines are skipped. Any other problem raises :class:`DataError` naming file and line.
     """
+    return list(iter_jsonl(path, required))
+
+
+def iter_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ("nl", "code")) -> Iterator[dict]:
+    """:func:`read_jsonl` one object at a time: memory stays flat however long the file is.
+
+    A missing file raises at the call, not at the first ``next``.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    with open(p, "rb") as f:
-        return [row for _, row in parse_jsonl(f, str(p), required)]
+
+    def rows() -> Iterator[dict]:
+        with open(p, "rb") as f:
+            for _, row in iter_parsed(f, str(p), required):
+                yield row
+
+    return rows()
 
 
 def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
@@ -105,7 +118,11 @@ def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) 
 
     Raises :class:`DataError` as ``source:line: problem``.
     """
-    rows = []
+    return list(iter_parsed(lines, source, required))
+
+
+def iter_parsed(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """:func:`parse_jsonl`, lazily."""
     for lineno, raw in enumerate(lines, start=1):
         try:
             line = raw.decode("utf-8")
@@ -124,8 +141,7 @@ def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) 
                 raise DataError(f"{source}:{lineno}: missing key {key!r} (each line needs {list(required)})")
             if not isinstance(row[key], str):
                 raise DataError(f"{source}:{lineno}: {key!r} must be a string, got {type(row[key]).__name__}")
-        rows.append((lineno, row))
-    return rows
+        yield lineno, row
 
 
 def project_root() -> Path:

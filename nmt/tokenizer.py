@@ -213,7 +213,8 @@ class Tokenizer:
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
               string_placeholders: bool = False, name_placeholders: bool = False,
-              common_words: Iterable[str] | None = None, placeholder_tokens: int = 0) -> Tokenizer:
+              common_words: Iterable[str] | None = None, placeholder_tokens: int = 0,
+              batch: int = _BUILD_CHUNK) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
@@ -222,7 +223,7 @@ class Tokenizer:
         ``string_placeholders``: ``texts`` are already masked; the tokens that spell the first
         :data:`KEPT_PLACEHOLDERS` placeholders between quotes are kept whatever their count, ahead
         of all others. With ``placeholder_tokens`` those are single tokens instead, and are not
-        counted as cl100k pieces.
+        counted as cl100k pieces. ``texts`` are consumed ``batch`` at a time: any iterable, in flat memory.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
@@ -231,7 +232,7 @@ class Tokenizer:
         tables = _base_tables()
         counts = np.zeros(tables.n, dtype=np.int64)
         it = iter(texts)
-        while chunk := list(itertools.islice(it, _BUILD_CHUNK)):
+        while chunk := list(itertools.islice(it, batch)):
             if placeholder_tokens:  # the pieces between placeholder tokens, as encode_arrays sees them
                 chunk = [piece for text in chunk for piece in _cut_at(text, placeholder_tokens)[0]]
             flat, _ = _encode_base(chunk)

@@ -107,3 +107,34 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     assert set(results["by_length"]) == {"24", "128"}
     assert results["device"].startswith("cpu") and results["versions"]["torch"] == torch.__version__
     assert "| training tok/s, length 128" in proc.stdout
+
+
+def test_tokenize_memory_benchmark_measures_a_run_in_its_own_process(tmp_path):
+    from benchmarks.tokenize_memory import measure
+
+    r = measure(300, True, tmp_path)
+    assert r["pairs"] == 300 and r["train_tokens"] > 300 and r["vocab_size"] > 259
+    assert 50 < r["peak_rss_mb"] < 4096 and r["out_mb"] > 0  # a Python process with torch loaded, not a broken read
+
+
+def test_restrict_ablation_decodes_the_same_weights_with_and_without_the_restriction(tmp_path):
+    """A model that prefers _ID:1_ writes it unfilled only when decoding is not restricted to the source."""
+    from benchmarks.restrict_ablation import run
+    from nmt.checkpoint import save_model
+    from nmt.config import ModelConfig
+    from nmt.model import Transformer
+    from nmt.tokenizer import Tokenizer
+
+    tok = Tokenizer.build(["set _ID:0_ to x.", "_ID:0_ = x"] * 2, 1, 100, True, True, placeholder_tokens=10)
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32)
+    model = Transformer(cfg, tok.vocab_size, tok.pad_id)
+    with torch.no_grad():
+        model.embed.weight[tok.encode("_ID:1_")[0]] *= 50
+    save_model(model, tmp_path / "model.safetensors", tmp_path / "config.json", tok.bos_id, tok.eos_id)
+    tok.save(tmp_path / "tokenizer.json")
+    data = tmp_path / "dev.jsonl"
+    data.write_text(json.dumps({"nl": "set foo_bar to x.", "code": "foo_bar = x"}) + "\n")
+    results = run(tmp_path, data, beam_size=1)
+    assert results["restricted"]["unfilled_placeholders"] == 0
+    assert results["unrestricted"]["unfilled_placeholders"] == 1
