@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from nmt import placeholders
 from nmt.config import TokenizeConfig
@@ -113,14 +112,6 @@ class TokenizedSplit:
     def tgt(self, i: int) -> torch.Tensor:
         """Target (code) ids of pair ``i`` (int32 view, no specials)."""
         return self._slice(self._tgt, self._tgt_offsets, i)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the four tensors atomically; the metadata names format, version and vocab size."""
-        tensors = {"src": self._src, "src_offsets": self._src_offsets, "tgt": self._tgt, "tgt_offsets": self._tgt_offsets}
-        # One metadata key holding sorted JSON: safetensors writes several keys in random order.
-        meta = json.dumps({"format": SPLIT_FORMAT, "version": SPLIT_VERSION, "vocab_size": self.vocab_size}, sort_keys=True)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"nmt": meta})
 
     @classmethod
     def load(cls, path: str | os.PathLike, vocab_size: int | None = None) -> TokenizedSplit:
@@ -253,13 +244,9 @@ def _problems(t: dict[str, torch.Tensor], vocab_size: int) -> list[str]:
     return problems
 
 
-def _percentiles(lengths: np.ndarray) -> dict[str, int]:
-    """p50/p90/p99/max of a length array (each an observed length: numpy's "higher" method)."""
-    return _histogram_percentiles(np.bincount(np.asarray(lengths, dtype=np.int64)))
-
-
 def _histogram_percentiles(counts: np.ndarray) -> dict[str, int]:
-    """:func:`_percentiles` of the lengths whose histogram is ``counts`` (``counts[L]`` = how many have length L).
+    """p50/p90/p99/max of the lengths whose histogram is ``counts`` (``counts[L]`` = how many have
+    length L), each an observed length as numpy's "higher" method gives.
 
     numpy's "higher" percentile q of n sorted values is value number ceil(q/100 * (n - 1)),
     counted from 0: the first length whose cumulative count exceeds that index.
