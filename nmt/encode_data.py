@@ -35,7 +35,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,8 @@ class TokenizedSplit:
         self.vocab_size = vocab_size
         self.src_lengths = src_offsets[1:] - src_offsets[:-1]  # [n] int64
         self.tgt_lengths = tgt_offsets[1:] - tgt_offsets[:-1]  # [n] int64
+        # numpy views of the same memory: slicing them is cheaper than slicing tensors, per pair
+        self._arrays = tuple(t.numpy() for t in (src, src_offsets, tgt, tgt_offsets))
 
     @classmethod
     def from_arrays(
@@ -104,6 +106,15 @@ class TokenizedSplit:
         if not 0 <= i < len(self):
             raise IndexError(f"pair {i} out of range 0..{len(self) - 1}")
         return ids[int(offsets[i]) : int(offsets[i + 1])]
+
+    def lists(self, indices: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+        """The (source, target) ids of the pairs ``indices`` as Python lists, what collation takes."""
+        src, src_offsets, tgt, tgt_offsets = self._arrays
+        n = len(self)
+        if any(not 0 <= i < n for i in indices):
+            raise IndexError(f"pairs {[i for i in indices if not 0 <= i < n][:5]} out of range 0..{n - 1}")
+        return ([src[src_offsets[i] : src_offsets[i + 1]].tolist() for i in indices],
+                [tgt[tgt_offsets[i] : tgt_offsets[i + 1]].tolist() for i in indices])
 
     def src(self, i: int) -> torch.Tensor:
         """Source ids of pair ``i`` (int32 view, no specials)."""

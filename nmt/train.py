@@ -222,19 +222,22 @@ def optimizer_step(
 
 # --------------------------------------------------------------------------- data
 def as_lists(split: TokenizedSplit, n: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
-    """Python lists of ids: collation indexes them thousands of times per epoch."""
+    """Python lists of the first ``n`` pairs' ids (the dev set: decoded batch after batch)."""
     n = len(split) if n is None else n
     return [split.src(i).tolist() for i in range(n)], [split.tgt(i).tolist() for i in range(n)]
 
 
 class Batches:
-    """Endless stream of training batches: a fresh bucketing and shuffled order each epoch."""
+    """Endless stream of training batches: a fresh bucketing and shuffled order each epoch.
+
+    Only the lengths are held in Python; a batch's ids are sliced from the split's tensors (memory-
+    mapped from the tokenize stage's file) as it is made, so memory does not grow with the ids.
+    """
 
     def __init__(self, split: TokenizedSplit, tok: Tokenizer, cfg: TrainConfig, max_len: int, seed: int):
-        self.tok, self.cfg, self.max_len = tok, cfg, max_len
-        self.srcs, self.tgts = as_lists(split)
-        self.src_lengths = [min(len(s), max_len - 1) for s in self.srcs]
-        self.tgt_lengths = [min(len(t), max_len - 1) for t in self.tgts]
+        self.split, self.tok, self.cfg, self.max_len = split, tok, cfg, max_len
+        self.src_lengths = split.src_lengths.clamp(max=max_len - 1).tolist()
+        self.tgt_lengths = split.tgt_lengths.clamp(max=max_len - 1).tolist()
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
         self.position = 0  # batches of the current epoch handed out so far
@@ -265,8 +268,7 @@ class Batches:
 
     def make(self, indices: list[int]) -> Batch:
         return collate(
-            [self.srcs[i] for i in indices], [self.tgts[i] for i in indices],
-            self.tok.pad_id, self.tok.bos_id, self.tok.eos_id, self.max_len,
+            *self.split.lists(indices), self.tok.pad_id, self.tok.bos_id, self.tok.eos_id, self.max_len,
         )
 
 

@@ -222,20 +222,27 @@ def test_masking_names_is_exactly_reversible(nl, code):
     assert P.restore(masked_code, literals) == code
 
 
+def _tokenize_allow_lazy(tmp_path, placeholder_tokens: bool) -> tuple[Tokenizer, TokenizedSplit]:
+    """The tokenize stage on three identical splits of one pair with two names; (tokenizer, train split)."""
+    raw = tmp_path / "raw"
+    pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
+    for split in ("train", "dev", "test"):
+        write_jsonl(raw / f"{split}.jsonl", pairs)
+    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True,
+                         placeholder_tokens=placeholder_tokens)
+    tokenize_dataset(raw, tmp_path / "tok", cfg)
+    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    return tok, TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
+
+
 def test_name_placeholders_need_string_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
     from nmt.config import params_from_dict
     from nmt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tokenize.name_placeholders"):
         params_from_dict({"tokenize": {"name_placeholders": True}})
-    raw = tmp_path / "raw"
-    pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
-    for split in ("train", "dev", "test"):
-        write_jsonl(raw / f"{split}.jsonl", pairs)
-    tokenize_dataset(raw, tmp_path / "tok", TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True))
-    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    tok, split = _tokenize_allow_lazy(tmp_path, placeholder_tokens=False)
     assert tok.name_placeholders and tok.string_placeholders
-    split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
     assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
     assert load_literals(tmp_path / "tok", "dev", 1) == [["allow_lazy", "remove_tags"]]
 
@@ -330,15 +337,8 @@ def test_placeholder_tokens_need_string_placeholders_and_travel_in_the_tokenizer
 
     with pytest.raises(ConfigError, match="tokenize.placeholder_tokens: needs tokenize.string_placeholders"):
         params_from_dict({"tokenize": {"placeholder_tokens": True}})
-    raw = tmp_path / "raw"
-    pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
-    for split in ("train", "dev", "test"):
-        write_jsonl(raw / f"{split}.jsonl", pairs)
-    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True, placeholder_tokens=True)
-    tokenize_dataset(raw, tmp_path / "tok", cfg)
-    tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
+    tok, split = _tokenize_allow_lazy(tmp_path, placeholder_tokens=True)
     assert tok.placeholder_tokens == 100 and len(tok.placeholder_ids) == 200
-    split = TokenizedSplit.load(tmp_path / "tok" / "train.safetensors", tok.vocab_size)
     assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
     # _ID:0_ | " (" | " " | _ID:1_ | " )": each placeholder is one id (cl100k spells the line in 13)
     assert len(split.tgt(0)) == 5 and split.tgt(0)[0] == tok.encode("_ID:0_")[0]
