@@ -133,7 +133,7 @@ class TokenizedSplit:
         try:
             with safe_open(str(p), framework="pt") as f:  # checks the header and the data layout
                 metadata = f.metadata() or {}
-            tensors = _memory_mapped(p)
+                tensors = _memory_mapped(p, f)
         except (SafetensorError, OSError, ValueError) as e:
             raise DataError(f"{p}: not a readable safetensors file ({e}); {_FIX}") from e
         try:
@@ -153,12 +153,13 @@ class TokenizedSplit:
         return cls(**{k: tensors[k] for k in _KEYS}, vocab_size=file_vocab, source=str(p))
 
 
-def _memory_mapped(path: Path) -> dict[str, torch.Tensor]:
+def _memory_mapped(path: Path, opened: safe_open) -> dict[str, torch.Tensor]:
     """The int32/int64 tensors of a safetensors file, mapped from it (copy-on-write) rather than read.
 
     The format is an 8-byte little-endian header size, a JSON header giving each tensor's dtype,
     shape and byte range within the data that follows, then the data. A tensor of another dtype
-    is read as is; validation rejects it later with its name.
+    is read as is through ``opened`` (the file's ``safe_open`` handle); validation rejects it
+    later with its name.
     """
     with open(path, "rb") as f:
         (header_size,) = struct.unpack("<Q", f.read(8))
@@ -171,8 +172,7 @@ def _memory_mapped(path: Path) -> dict[str, torch.Tensor]:
         begin, end = info["data_offsets"]
         dtype = _ST_DTYPES.get(info["dtype"])
         if dtype is None or len(info["shape"]) != 1 or end == begin:
-            with safe_open(str(path), framework="pt") as f:
-                tensors[name] = f.get_tensor(name)
+            tensors[name] = opened.get_tensor(name)
             continue
         # mode "c": pages are shared with the page cache and never written back.
         array = np.memmap(path, dtype=dtype, mode="c", offset=start + begin, shape=tuple(info["shape"]))

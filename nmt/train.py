@@ -223,8 +223,7 @@ def optimizer_step(
 # --------------------------------------------------------------------------- data
 def as_lists(split: TokenizedSplit, n: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """Python lists of the first ``n`` pairs' ids (the dev set: decoded batch after batch)."""
-    n = len(split) if n is None else n
-    return [split.src(i).tolist() for i in range(n)], [split.tgt(i).tolist() for i in range(n)]
+    return split.lists(range(len(split) if n is None else n))
 
 
 class Batches:

@@ -134,7 +134,7 @@ def test_the_training_stream_slices_the_mapped_ids_instead_of_holding_them(tmp_p
     about 42 (a pointer and, past 256, an int object per id)."""
     from nmt.batching import collate, token_budget_batches
     from nmt.config import TrainConfig
-    from nmt.train import Batches, as_lists
+    from nmt.train import Batches
 
     write_pairs(tmp_path / "raw", 4000)
     tokenize_dataset(tmp_path / "raw", tmp_path / "tok", CFG)
@@ -151,7 +151,9 @@ def test_the_training_stream_slices_the_mapped_ids_instead_of_holding_them(tmp_p
     n_ids = len(split._src) + len(split._tgt)
     assert stream_bytes < 2 * n_ids, (stream_bytes, n_ids)
 
-    srcs, tgts = as_lists(split)
+    # the reference reads each pair through src(i) / tgt(i), not through the stream's TokenizedSplit.lists
+    srcs = [split.src(i).tolist() for i in range(len(split))]
+    tgts = [split.tgt(i).tolist() for i in range(len(split))]
     generator = torch.Generator().manual_seed(3)
     reference = token_budget_batches([min(len(s), max_len - 1) for s in srcs],
                                      [min(len(t), max_len - 1) for t in tgts], cfg.batch_tokens, generator)
