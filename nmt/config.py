@@ -368,7 +368,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate ``params.yaml``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"file not found (run from the repository root, or pass its path)"], str(path))
+        raise ConfigError(["file not found (run from the repository root, or pass its path)"], str(path))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, ValueError) as e:  # ValueError: a number over Python's 4300 digits
