@@ -138,3 +138,17 @@ def test_restrict_ablation_decodes_the_same_weights_with_and_without_the_restric
     results = run(tmp_path, data, beam_size=1)
     assert results["restricted"]["unfilled_placeholders"] == 0
     assert results["unrestricted"]["unfilled_placeholders"] == 1
+
+
+def test_missed_words_counts_wrong_lines_that_leave_out_a_kept_description_word(tmp_path):
+    """Only wrong lines count; a word counts only while the threshold keeps it as a word."""
+    from benchmarks.missed_words import count
+
+    train = ["return the value"] * 3 + ["call foo with value"]  # 'value' in 4 descriptions, 'foo' in 1
+    predictions = [
+        {"nl": "return the value", "code": "return value", "prediction": "return value"},  # right
+        {"nl": "return the value", "code": "return value", "prediction": "return x"},  # misses 'value'
+        {"nl": "call foo with value", "code": "foo ( value )", "prediction": "foo ( )"},  # misses 'value'
+        {"nl": "call foo", "code": "foo ( )", "prediction": "bar ( )"},  # 'foo' is rare: masked, not counted
+    ]
+    assert count(predictions, train, [2, 5]) == {2: 2, 5: 0}
