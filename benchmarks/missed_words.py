@@ -16,19 +16,24 @@ import argparse
 from pathlib import Path
 
 from nmt.io import read_jsonl
-from nmt.placeholders import _IDENTIFIER, common_words, is_code_like
+from nmt.placeholders import _IDENTIFIER, common_words, is_name
 
 
 def missed_common_words(nl: str, code: str, prediction: str, common: frozenset[str]) -> set[str]:
     """Words of ``nl`` kept as words under ``common`` that ``code`` holds and ``prediction`` lacks."""
     words = set(_IDENTIFIER.findall(nl))
     predicted = set(prediction.split())
-    return {w for w in code.split() if w in words and w in common and not is_code_like(w) and w not in predicted}
+    return {w for w in code.split() if w in words and not is_name(w, common) and w not in predicted}
+
+
+def wrong_lines(predictions: list[dict]) -> list[dict]:
+    """The predictions that are not an exact match on whitespace tokens."""
+    return [r for r in predictions if r["prediction"].split() != r["code"].split()]
 
 
 def count(predictions: list[dict], train_descriptions: list[str], thresholds: list[int]) -> dict[int, int]:
     """For each threshold: the number of wrong predictions that miss such a word."""
-    wrong = [r for r in predictions if r["prediction"].split() != r["code"].split()]
+    wrong = wrong_lines(predictions)
     result = {}
     for n in thresholds:
         common = common_words(train_descriptions, n)
@@ -43,7 +48,7 @@ def main() -> None:
     parser.add_argument("--thresholds", type=int, nargs="+", default=[10, 30, 100], help="values of tokenize.rare_words")
     args = parser.parse_args()
     predictions = read_jsonl(args.predictions)
-    wrong = sum(r["prediction"].split() != r["code"].split() for r in predictions)
+    wrong = len(wrong_lines(predictions))
     counts = count(predictions, [r["nl"] for r in read_jsonl(args.train)], args.thresholds)
     print(f"{wrong} of {len(predictions)} predictions are wrong; of those, missing a description word kept as a word:")
     for n, k in counts.items():
