@@ -142,6 +142,9 @@ class ModelConfig:
     dec_layers: int = opt(3, "decoder layers", *positive)
     d_ff: int = opt(1024, "hidden width of the feed-forward blocks", *positive)
     dropout: float = opt(0.1, "dropout on residual branches, attention and embeddings", *fraction)
+    word_dropout: float = opt(0.0, "training only: share of input tokens (source and target prefix) whose "
+                                   "embedding is zeroed, position kept (Sennrich & Zhang 2019): a regulariser "
+                                   "for small data", *fraction)
     positions: Literal["sinusoidal", "learned"] = opt("sinusoidal", "position encoding")
     max_len: int = opt(512, "longest source or target sequence the model accepts (tokens)", *positive)
     copy: bool = opt(False, "pointer-generator (See et al. 2017): the decoder can copy source tokens "

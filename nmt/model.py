@@ -362,6 +362,11 @@ class Transformer(nn.Module):
         if offset + L > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + L} tokens exceeds model.max_len={self.cfg.max_len}")
         x = self.embed(ids) * math.sqrt(self.cfg.d_model)
+        if self.training and self.cfg.word_dropout > 0.0:
+            # Whole tokens, not units: the model learns to read a line with words missing, as a new
+            # description's unseen word is. No rescaling: a kept token looks as it does at inference.
+            keep = torch.rand(ids.shape, device=ids.device) >= self.cfg.word_dropout  # (B, L)
+            x = x * keep.unsqueeze(-1)  # (B, L, D)
         if self.cfg.positions == "learned":
             x = x + self.pos(torch.arange(offset, offset + L, device=ids.device))
         else:

@@ -46,6 +46,7 @@ def test_unknown_keys_are_rejected_at_every_level():
 @pytest.mark.parametrize("raw, key", [
     ({"train": {"lr": -1.0}}, "train.lr"),
     ({"model": {"dropout": 1.0}}, "model.dropout"),
+    ({"model": {"word_dropout": 1.0}}, "model.word_dropout"),
     ({"model": {"d_model": 100, "n_heads": 3}}, "model.n_heads"),
     ({"evaluate": {"beam_size": 0}}, "evaluate.beam_size"),
     ({"evaluate": {"max_len_a": -1.0}}, "evaluate.max_len_a"),

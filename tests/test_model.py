@@ -31,6 +31,29 @@ def random_batch(seed: int = 1, n: int = 5):
     return srcs, tgts, collate(srcs, tgts, PAD, BOS, EOS, 64)
 
 
+def test_word_dropout_zeroes_whole_token_embeddings_at_its_rate_in_training_only():
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64,
+                      word_dropout=0.3)
+    model = Transformer(cfg, V, PAD)
+    ids = torch.randint(3, V, (64, 48))
+    positions = model.pos_table[:48]  # (L, D): what is left of a dropped token
+    reference = model.eval().embed_tokens(ids)
+    dropped = model.train().embed_tokens(ids)
+    is_dropped = torch.isclose(dropped, positions.expand_as(dropped)).all(-1)  # (B, L)
+    kept = ~is_dropped
+    assert torch.equal(dropped[kept], reference[kept])  # kept tokens are not rescaled
+    assert abs(is_dropped.float().mean().item() - 0.3) < 0.03  # seeded; 3,072 draws, sd 0.008
+    assert not torch.equal(is_dropped, torch.isclose(model.embed_tokens(ids), positions).all(-1))  # redrawn
+
+    plain = Transformer(ModelConfig(**{**cfg.__dict__, "word_dropout": 0.0}), V, PAD)
+    plain.load_state_dict(model.state_dict())
+    _, _, batch = random_batch()
+    model.eval()
+    plain.eval()
+    assert torch.equal(model(batch.src, batch.src_mask, batch.tgt_in), plain(batch.src, batch.src_mask, batch.tgt_in))
+
+
 @pytest.mark.parametrize("copy", [False, True])
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
 def test_decoder_output_at_t_ignores_later_target_tokens(positions, copy):
