@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -46,7 +47,7 @@ def test_word_dropout_zeroes_whole_token_embeddings_at_its_rate_in_training_only
     assert abs(is_dropped.float().mean().item() - 0.3) < 0.03  # seeded; 3,072 draws, sd 0.008
     assert not torch.equal(is_dropped, torch.isclose(model.embed_tokens(ids), positions).all(-1))  # redrawn
 
-    plain = Transformer(ModelConfig(**{**cfg.__dict__, "word_dropout": 0.0}), V, PAD)
+    plain = Transformer(dataclasses.replace(cfg, word_dropout=0.0), V, PAD)
     plain.load_state_dict(model.state_dict())
     _, _, batch = random_batch()
     model.eval()
