@@ -70,7 +70,11 @@ LpOpt = Annotated[Optional[float], typer.Option(
     help=f"GNMT alpha for beam search (>= 0){MODEL_DEFAULT}0.6")]
 RerankOpt = Annotated[Optional[str], typer.Option(
     "--rerank", callback=_rerank, show_default=False,
-    help=f"none, or syntax: the best hypothesis of the beam that is valid Python{MODEL_DEFAULT}none")]
+    help=f"none; syntax: the best hypothesis of the beam that is valid Python; lexical: the same, weighing "
+         f"each against its description's words (needs the export's lexicon.json){MODEL_DEFAULT}none")]
+PrefixOpt = Annotated[Optional[bool], typer.Option(
+    "--literal-prefixes/--no-literal-prefixes", show_default=False,
+    help=f"put r (b) on a literal the description calls a raw (bytes) string{MODEL_DEFAULT}off")]
 
 
 def _load(model: Path, device: str):
@@ -185,6 +189,7 @@ def generate(
     max_len_a: MaxLenAOpt = None,
     length_penalty: LpOpt = None,
     rerank: RerankOpt = None,
+    literal_prefixes: PrefixOpt = None,
     device: DeviceOpt = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="an input too long for the model is an error (exit 2), "
                                                           "not truncated with a warning")] = False,
@@ -205,7 +210,8 @@ def generate(
             results = translator.translate(
                 inputs.texts, beam_size=beam, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len,
                 length_penalty=length_penalty, batch_size=batch_size, sample=sample, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update, rerank=rerank)
+                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update, rerank=rerank,
+                literal_prefixes=literal_prefixes)
     except InputTooLongError as e:
         fail(f"{inputs.labels[e.index]}: {e.n_tokens} tokens, more than the model accepts ({e.limit}); "
              "without --strict it would be truncated")
@@ -227,6 +233,7 @@ def evaluate(
     max_len_a: MaxLenAOpt = None,
     length_penalty: LpOpt = None,
     rerank: RerankOpt = None,
+    literal_prefixes: PrefixOpt = None,
     language: Annotated[str, typer.Option(help="python (adds syntax_valid), java or unknown")] = "python",
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 64,
@@ -246,7 +253,8 @@ def evaluate(
         translator = _load(model, device)
         translations = translator.translate([r["nl"] for r in rows], beam_size=beam, max_len_a=max_len_a,
                                             max_len_b=max_len, length_penalty=length_penalty,
-                                            batch_size=batch_size, rerank=rerank)
+                                            batch_size=batch_size, rerank=rerank,
+                                            literal_prefixes=literal_prefixes)
     except NmtError as e:
         fail(str(e), e.exit_code)
     preds = [t.text for t in translations]

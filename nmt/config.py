@@ -199,7 +199,7 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- evaluate
-Rerank = Literal["none", "syntax"]
+Rerank = Literal["none", "syntax", "lexical"]
 RERANK_CHOICES: tuple[str, ...] = typing.get_args(Rerank)
 
 
@@ -212,14 +212,24 @@ class EvaluateConfig:
     max_len_a: float = opt(0.0, "longest output grows by this many tokens per source token (fairseq's max_len_a)", *non_negative)
     max_len_b: int = opt(200, "longest output = max_len_a * source tokens + max_len_b (capped by model.max_len)", *positive)
     rerank: Rerank = opt("none", "syntax: output the best-scoring hypothesis of the beam that is valid Python "
-                                 "(else the best one)")
+                                 "(else the best one); lexical: the same, with each score lowered by how far "
+                                 "the hypothesis strays from its description's words (nmt/rerank.py)")
+    rerank_missing: float = opt(2.0, "lexical rerank: weight of the description's words a hypothesis leaves out "
+                                     "(tuned on the Django dev split)", *non_negative)
+    rerank_unexplained: float = opt(1.0, "lexical rerank: weight of a hypothesis's words its description does "
+                                         "not hold", *non_negative)
+    rerank_repeated: float = opt(1.0, "lexical rerank: weight of names a hypothesis repeats more often than its "
+                                      "description does", *non_negative)
+    literal_prefixes: bool = opt(False, "give a literal that the description calls a raw string (bytes string) "
+                                        "its r (b) prefix when the output lacks one")
     batch_size: int = opt(64, "sources decoded together", *positive)
     n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
 
 
 # The evaluate options that say how to decode: the export records them (config.json "decoding"),
 # and `nmt generate` / `nmt evaluate` use them unless told otherwise.
-DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank")
+DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank", "rerank_missing",
+                 "rerank_unexplained", "rerank_repeated", "literal_prefixes")
 
 
 def decoding_of(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -271,8 +281,8 @@ class Params:
     mlflow: MlflowConfig = section(MlflowConfig)
 
     def validate(self) -> list[str]:
-        if self.evaluate.rerank == "syntax" and self.data.source == "concode":
-            return ["evaluate.rerank: 'syntax' keeps valid *Python*, but data.source 'concode' is Java"]
+        if self.evaluate.rerank != "none" and self.data.source == "concode":
+            return [f"evaluate.rerank: {self.evaluate.rerank!r} keeps valid *Python*, but data.source 'concode' is Java"]
         return []
 
 

@@ -17,13 +17,15 @@ from nmt.io import (
 )
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking import Run
-from nmt.translator import Translation, Translator, rerank_candidates
+from nmt.rerank import LexicalWeights, rerank_candidates
+from nmt.translator import Translation, Translator
 
 
 @dataclass
 class Paths:
     raw: Path = Path("data/raw")
     tokenizer: Path = Path("data/tokenized/vocab.json")
+    lexicon: Path = Path("data/tokenized/lexicon.json")
     weights: Path = Path("models/best.safetensors")
     config: Path = Path("models/best.json")
     predictions: Path = Path("data/eval/predictions.jsonl")
@@ -44,7 +46,7 @@ def predict(translator: Translator, nl: list[str], params: Params, beam_size: in
     cfg = params.evaluate
     return translator.translate(nl, beam_size=beam_size, n_best=n_best, max_len_a=cfg.max_len_a,
                                 max_len_b=cfg.max_len_b, length_penalty=cfg.length_penalty,
-                                batch_size=cfg.batch_size, rerank="none")
+                                batch_size=cfg.batch_size, rerank="none", literal_prefixes=cfg.literal_prefixes)
 
 
 def example_rows(nl: list[str], refs: list[str], preds: list[str], n: int, seed: int) -> list[dict[str, str]]:
@@ -69,12 +71,15 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     test = read_jsonl(paths.raw / "test.jsonl")
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
-    translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device)
     cfg = params.evaluate
+    translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
+                                       lexicon=paths.lexicon if cfg.rerank == "lexical" else None)
+    weights = LexicalWeights(cfg.rerank_missing, cfg.rerank_unexplained, cfg.rerank_repeated)
     reranked = cfg.rerank != "none" and cfg.beam_size > 1
     # One decode serves both the reranked predictions and the beam's own top hypotheses.
     beam = predict(translator, nl, params, cfg.beam_size, n_best=cfg.beam_size if reranked else 1)
-    predictions = [rerank_candidates(t.n_best, cfg.rerank)[0][0] for t in beam]
+    predictions = [rerank_candidates(t.n_best, cfg.rerank, text, translator.lexicon, weights)[0][0]
+                   for t, text in zip(beam, nl)]
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     scores = {

@@ -18,6 +18,7 @@ from nmt.checkpoint import read_model_config
 from nmt.config import Params, decoding_of, to_dict
 from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from nmt.tracking import Run, log_and_register_model
+from nmt.rerank import LEXICON_FILE
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Paths:
     weights: Path = Path("models/best.safetensors")
     config: Path = Path("models/best.json")
     tokenizer: Path = Path("data/tokenized/vocab.json")
+    lexicon: Path = Path("data/tokenized/lexicon.json")
     data_stats: Path = Path("data/raw/stats.json")
     train_metrics: Path = Path("metrics/train.json")
     eval_metrics: Path = Path("metrics/eval.json")
@@ -93,6 +95,7 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
     raw_config["decoding"] = decoding_of(params.evaluate)
     atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
+    _copy(paths.lexicon, paths.out / LEXICON_FILE)
     atomic_write_text(paths.out / "README.md", card)
     if params.export.register:
         register(params, paths)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nmt.errors import DataError
+from nmt.errors import DataError, ModelFileError
 
 
 @contextlib.contextmanager
@@ -154,3 +154,12 @@ def project_path(path: str | Path) -> Path:
     """A path from params.yaml: relative ones are relative to :func:`project_root`."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+def read_tokenize_output(path: str | os.PathLike, what: str) -> Any:
+    """:func:`read_json` for a file the tokenize stage writes (``what``: the tokenizer, the lexicon);
+    a missing or broken one is a :class:`ModelFileError` that says how to rebuild it."""
+    try:
+        return read_json(path)
+    except DataError as e:
+        raise ModelFileError(f"{e} ({what} is written by the tokenize stage: `dvc repro tokenize`)") from e

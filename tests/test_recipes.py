@@ -22,7 +22,7 @@ def test_the_django_recipe_is_valid_over_params_yaml():
     assert set(flatten(recipe)) <= {key for key, _, _ in describe()}
     params = recipes.recipe_params(recipe, REPO / "params.yaml", "recipes/django.yaml")
     assert params.data.source == "django" and params.data.django.local_dir == "../shared/data/django"
-    assert params.tokenize.string_placeholders and params.train.ema_decay > 0 and params.evaluate.rerank == "syntax"
+    assert params.tokenize.string_placeholders and params.train.ema_decay > 0 and params.evaluate.rerank == "lexical"
     assert params.train.eval_examples == 0  # the whole dev split
 
 
