@@ -152,3 +152,22 @@ def test_missed_words_counts_wrong_lines_that_leave_out_a_kept_description_word(
         {"nl": "call foo", "code": "foo ( )", "prediction": "bar ( )"},  # 'foo' is rare: masked, not counted
     ]
     assert count(predictions, train, [2, 5]) == {2: 2, 5: 0}
+
+
+def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on_the_others():
+    from benchmarks.rerank_weights import cross_validated, exact_matches
+    from nmt.rerank import LexicalWeights, Penalties
+
+    def hyp(score, missing, exact):
+        return {"score": score, "valid": True, "penalties": Penalties(missing, 0.0, 0.0), "exact": exact}
+
+    # half the pairs need the 'missing' weight (the right hypothesis scores lower but misses nothing),
+    # half are right either way
+    needs = [[hyp(-0.1, 1.0, False), hyp(-0.5, 0.0, True)]] * 4
+    either = [[hyp(-0.1, 0.0, True), hyp(-0.5, 1.0, False)]] * 4
+    table = needs + either
+    off, on = LexicalWeights(), LexicalWeights(missing=1.0)
+    assert exact_matches(table, off, range(8)) == 4 and exact_matches(table, on, range(8)) == 8
+    assert cross_validated(table, [off, on], folds=2, repeats=3) == [100.0] * 3
+    # a weight no part can learn to prefer is not chosen by luck: only 'off' on offer scores 50
+    assert cross_validated(table, [off], folds=2, repeats=2) == [50.0, 50.0]
