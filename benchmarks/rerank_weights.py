@@ -1,0 +1,91 @@
+"""The lexical reranker's weights on an exported model: a grid, and what the chosen ones are worth.
+
+    .venv/bin/python -m benchmarks.rerank_weights MODEL_DIR DATA.jsonl [--beam-size 10] [--folds 2] [--repeats 5]
+
+Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
+setting), computes the three penalties of every hypothesis (:mod:`nmt.rerank`), and scores exact
+match for each point of a grid of (missing, unexplained, repeated) weights without decoding again.
+It prints the model's own weights, the best grid points, and a cross-validated estimate: the data
+is cut in ``--folds`` random parts ``--repeats`` times, the best weights of the other parts are
+scored on each part, so the figure is free of the optimism of choosing weights on the same pairs.
+Needs the model's lexicon.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+from pathlib import Path
+
+from nmt import metrics
+from nmt.io import read_jsonl
+from nmt.metrics import is_valid_python
+from nmt.rerank import LexicalWeights, penalties
+from nmt.translator import Translator
+
+GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 2.5, 3.0), "unexplained": (0.0, 0.5, 1.0, 1.5, 2.0),
+        "repeated": (0.0, 0.5, 1.0, 2.0)}
+
+
+def hypotheses(model_dir: Path, data: Path, beam_size: int) -> tuple[list[list[dict]], list[str]]:
+    """Per pair: each hypothesis's score, validity, penalties and whether it is an exact match."""
+    translator = Translator.from_pretrained(model_dir, device="cpu")
+    if translator.lexicon is None:
+        raise SystemExit(f"{model_dir}: no lexicon.json; re-export the model with the export stage")
+    rows = read_jsonl(data)
+    translations = translator.translate([r["nl"] for r in rows], beam_size=beam_size, n_best=beam_size, rerank="none")
+    table = []
+    for row, t in zip(rows, translations):
+        table.append([{"score": score, "valid": is_valid_python(text), "penalties": penalties(row["nl"], text, translator.lexicon),
+                       "exact": metrics.exact_match([text], [row["code"]]) == 100.0}
+                      for text, score in t.n_best])
+    return table, [r["code"] for r in rows]
+
+
+def exact_matches(table: list[list[dict]], weights: LexicalWeights, pairs: list[int]) -> int:
+    return sum(max(table[i], key=lambda h: (h["valid"], weights.score(h["score"], h["penalties"])))["exact"]
+               for i in pairs)
+
+
+def cross_validated(table: list[list[dict]], grid: list[LexicalWeights], folds: int, repeats: int,
+                    seed: int = 0) -> list[float]:
+    """Exact match (%) of each repeat: every part scored with the grid's best weights on the other parts."""
+    rng, everything, figures = random.Random(seed), list(range(len(table))), []
+    for _ in range(repeats):
+        order = everything[:]
+        rng.shuffle(order)
+        parts = [order[k::folds] for k in range(folds)]
+        held_out = 0
+        for k, part in enumerate(parts):
+            rest = [i for j, p in enumerate(parts) if j != k for i in p]
+            best = max(grid, key=lambda w: exact_matches(table, w, rest))
+            held_out += exact_matches(table, best, part)
+        figures.append(100 * held_out / len(table))
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_dir", type=Path, help="an exported model (models/export) with its lexicon.json")
+    ap.add_argument("data", type=Path, help='JSON lines of {"nl", "code"}')
+    ap.add_argument("--beam-size", type=int, default=10)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    table, _ = hypotheses(args.model_dir, args.data, args.beam_size)
+    everything = list(range(len(table)))
+    grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values())]
+    em = {w: 100 * exact_matches(table, w, everything) / len(table) for w in grid}
+    decoding = Translator.from_pretrained(args.model_dir, device="cpu").decoding
+    own = LexicalWeights(decoding["rerank_missing"], decoding["rerank_unexplained"], decoding["rerank_repeated"])
+    print(f"pairs {len(table)}, beam {args.beam_size}")
+    print(f"no weights (syntax rerank): {em[LexicalWeights()]:.1f}")
+    print(f"the model's weights {own}: {100 * exact_matches(table, own, everything) / len(table):.1f}")
+    for w in sorted(grid, key=lambda w: -em[w])[:5]:
+        print(f"  grid {w}: {em[w]:.1f}")
+    for repeat, figure in enumerate(cross_validated(table, grid, args.folds, args.repeats)):
+        print(f"cross-validated exact match, repeat {repeat}: {figure:.1f}")
+
+if __name__ == "__main__":
+    main()
