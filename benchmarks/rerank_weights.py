@@ -5,7 +5,8 @@
 Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
 setting), computes the three penalties of every hypothesis (:mod:`nmt.rerank`), and scores exact
 match for each point of a grid of (missing, unexplained, repeated) weights without decoding again.
-It prints the model's own weights, the best grid points, and a cross-validated estimate: the data
+It prints the top hypothesis's exact match and the n-best's (the ceiling of any reranking), the
+model's own weights, the best grid points, and a cross-validated estimate: the data
 is cut in ``--folds`` random parts ``--repeats`` times, the best weights of the other parts are
 scored on each part, so the figure is free of the optimism of choosing weights on the same pairs.
 Needs the model's lexicon.json.
@@ -80,6 +81,9 @@ def main() -> None:
     decoding = Translator.from_pretrained(args.model_dir, device="cpu").decoding
     own = LexicalWeights(decoding["rerank_missing"], decoding["rerank_unexplained"], decoding["rerank_repeated"])
     print(f"pairs {len(table)}, beam {args.beam_size}")
+    print(f"top hypothesis: {100 * sum(hyps[0]['exact'] for hyps in table) / len(table):.1f}; "
+          f"the gold line among the n-best (the most any reranking can get): "
+          f"{100 * sum(any(h['exact'] for h in hyps) for hyps in table) / len(table):.1f}")
     print(f"no weights (syntax rerank): {em[LexicalWeights()]:.1f}")
     print(f"the model's weights {own}: {100 * exact_matches(table, own, everything) / len(table):.1f}")
     for w in sorted(grid, key=lambda w: -em[w])[:5]:
