@@ -3,8 +3,10 @@
     .venv/bin/python -m benchmarks.rerank_weights MODEL_DIR DATA.jsonl [--beam-size 10] [--folds 2] [--repeats 5]
 
 Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
-setting), computes the three penalties of every hypothesis (:mod:`nmt.rerank`), and scores exact
-match for each point of a grid of (missing, unexplained, repeated) weights without decoding again.
+setting), computes the three penalties of every hypothesis (:mod:`nmt.rerank`) and, when the model
+directory has a reverse model, its reconstruction score (:mod:`nmt.reconstruction`), and scores exact
+match for each point of a grid of (missing, unexplained, repeated, reconstruction) weights without
+decoding again.
 It prints the top hypothesis's exact match and the n-best's (the ceiling of any reranking), the
 model's own weights, the best grid points, and a cross-validated estimate: the data
 is cut in ``--folds`` random parts ``--repeats`` times, the best weights of the other parts are
@@ -26,26 +28,34 @@ from nmt.rerank import LexicalWeights, penalties
 from nmt.translator import Translator
 
 GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 2.5, 3.0), "unexplained": (0.0, 0.5, 1.0, 1.5, 2.0),
-        "repeated": (0.0, 0.5, 1.0, 2.0)}
+        "repeated": (0.0, 0.5, 1.0, 2.0), "reconstruction": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)}
 
 
-def hypotheses(model_dir: Path, data: Path, beam_size: int) -> tuple[list[list[dict]], list[str]]:
-    """Per pair: each hypothesis's score, validity, penalties and whether it is an exact match."""
+def hypotheses(model_dir: Path, data: Path, beam_size: int) -> list[list[dict]]:
+    """Per pair: each hypothesis's score, validity, penalties, reconstruction score (0 without a
+    reverse model) and whether it is an exact match; the beam's best score first."""
     translator = Translator.from_pretrained(model_dir, device="cpu")
     if translator.lexicon is None:
         raise SystemExit(f"{model_dir}: no lexicon.json; re-export the model with the export stage")
+    if translator.reverse is not None:  # any weight > 0 makes translate() compute the scores
+        translator.decoding["rerank_reconstruction"] = translator.decoding["rerank_reconstruction"] or 1.0
     rows = read_jsonl(data)
-    translations = translator.translate([r["nl"] for r in rows], beam_size=beam_size, n_best=beam_size, rerank="none")
+    translations = translator.translate([r["nl"] for r in rows], beam_size=beam_size, n_best=beam_size,
+                                        rerank="lexical")
     table = []
     for row, t in zip(rows, translations):
-        table.append([{"score": score, "valid": is_valid_python(text), "penalties": penalties(row["nl"], text, translator.lexicon),
-                       "exact": metrics.exact_match([text], [row["code"]]) == 100.0}
-                      for text, score in t.n_best])
-    return table, [r["code"] for r in rows]
+        rec = t.reconstruction or [0.0] * len(t.n_best)
+        hyps = [{"score": score, "valid": is_valid_python(text), "reconstruction": r,
+                 "penalties": penalties(row["nl"], text, translator.lexicon),
+                 "exact": metrics.exact_match([text], [row["code"]]) == 100.0}
+                for (text, score), r in zip(t.n_best, rec)]
+        table.append(sorted(hyps, key=lambda h: -h["score"]))
+    return table
 
 
 def exact_matches(table: list[list[dict]], weights: LexicalWeights, pairs: list[int]) -> int:
-    return sum(max(table[i], key=lambda h: (h["valid"], weights.score(h["score"], h["penalties"])))["exact"]
+    return sum(max(table[i], key=lambda h: (h["valid"], weights.score(h["score"], h["penalties"],
+                                                                      h["reconstruction"])))["exact"]
                for i in pairs)
 
 
@@ -74,13 +84,15 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    table, _ = hypotheses(args.model_dir, args.data, args.beam_size)
+    table = hypotheses(args.model_dir, args.data, args.beam_size)
     everything = list(range(len(table)))
-    grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values())]
+    reverse = any(h["reconstruction"] for hyps in table for h in hyps)
+    grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values()) if reverse or not w[3]]
     em = {w: 100 * exact_matches(table, w, everything) / len(table) for w in grid}
     decoding = Translator.from_pretrained(args.model_dir, device="cpu").decoding
-    own = LexicalWeights(decoding["rerank_missing"], decoding["rerank_unexplained"], decoding["rerank_repeated"])
-    print(f"pairs {len(table)}, beam {args.beam_size}")
+    own = LexicalWeights(decoding["rerank_missing"], decoding["rerank_unexplained"], decoding["rerank_repeated"],
+                         decoding.get("rerank_reconstruction", 0.0))
+    print(f"pairs {len(table)}, beam {args.beam_size}, {'with' if reverse else 'without'} a reverse model")
     print(f"top hypothesis: {100 * sum(hyps[0]['exact'] for hyps in table) / len(table):.1f}; "
           f"the gold line among the n-best (the most any reranking can get): "
           f"{100 * sum(any(h['exact'] for h in hyps) for hyps in table) / len(table):.1f}")

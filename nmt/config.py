@@ -198,6 +198,18 @@ class TrainConfig:
                                "evaluation and decoding stay eager)")
 
 
+# --------------------------------------------------------------------------- reverse
+@dataclass
+class ReverseConfig:
+    """A code -> description model, trained on the same pairs swapped; the lexical reranker can weigh
+    each hypothesis by how well it gives its description back (evaluate.rerank_reconstruction)."""
+
+    max_steps: int = opt(0, "optimizer steps of the reverse model (0 = no reverse model); its architecture, "
+                            "optimizer, schedule and batches are the model and train sections'", *non_negative)
+    eval_examples: int = opt(200, "dev pairs it decodes once, at its last step, for its report (0 = all)",
+                             *non_negative)
+
+
 # --------------------------------------------------------------------------- evaluate
 Rerank = Literal["none", "syntax", "lexical"]
 RERANK_CHOICES: tuple[str, ...] = typing.get_args(Rerank)
@@ -220,6 +232,8 @@ class EvaluateConfig:
                                          "not hold", *non_negative)
     rerank_repeated: float = opt(1.0, "lexical rerank: weight of names a hypothesis repeats more often than its "
                                       "description does", *non_negative)
+    rerank_reconstruction: float = opt(0.0, "lexical rerank: weight of log P(description | hypothesis) under the "
+                                            "reverse model (needs reverse.max_steps > 0; 0 = off)", *non_negative)
     literal_prefixes: bool = opt(False, "give a literal that the description calls a raw string (bytes string) "
                                         "its r (b) prefix when the output lacks one")
     batch_size: int = opt(64, "sources decoded together", *positive)
@@ -229,7 +243,7 @@ class EvaluateConfig:
 # The evaluate options that say how to decode: the export records them (config.json "decoding"),
 # and `nmt generate` / `nmt evaluate` use them unless told otherwise.
 DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank", "rerank_missing",
-                 "rerank_unexplained", "rerank_repeated", "literal_prefixes")
+                 "rerank_unexplained", "rerank_repeated", "rerank_reconstruction", "literal_prefixes")
 
 
 def decoding_of(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -276,14 +290,24 @@ class Params:
     tokenize: TokenizeConfig = section(TokenizeConfig)
     model: ModelConfig = section(ModelConfig)
     train: TrainConfig = section(TrainConfig)
+    reverse: ReverseConfig = section(ReverseConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     export: ExportConfig = section(ExportConfig)
     mlflow: MlflowConfig = section(MlflowConfig)
 
     def validate(self) -> list[str]:
+        problems = []
         if self.evaluate.rerank != "none" and self.data.source == "concode":
-            return [f"evaluate.rerank: {self.evaluate.rerank!r} keeps valid *Python*, but data.source 'concode' is Java"]
-        return []
+            problems.append(f"evaluate.rerank: {self.evaluate.rerank!r} keeps valid *Python*, "
+                            "but data.source 'concode' is Java")
+        if self.evaluate.rerank_reconstruction > 0:
+            if self.evaluate.rerank != "lexical":
+                problems.append("evaluate.rerank_reconstruction: weighs the lexical reranker's hypotheses; "
+                                f"set evaluate.rerank: lexical (it is {self.evaluate.rerank!r}) or the weight to 0")
+            if self.reverse.max_steps == 0:
+                problems.append("evaluate.rerank_reconstruction: needs a reverse model; set reverse.max_steps > 0 "
+                                "or the weight to 0")
+        return problems
 
 
 # --------------------------------------------------------------------------- loading

@@ -102,6 +102,10 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return len(self._src_offsets) - 1
 
+    def swapped(self) -> TokenizedSplit:
+        """The same pairs with source and target exchanged (code -> description), sharing memory."""
+        return TokenizedSplit(self._tgt, self._tgt_offsets, self._src, self._src_offsets, self.vocab_size)
+
     def _slice(self, ids: torch.Tensor, offsets: torch.Tensor, i: int) -> torch.Tensor:
         if not 0 <= i < len(self):
             raise IndexError(f"pair {i} out of range 0..{len(self) - 1}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt import metrics, plots
-from nmt.config import Params
+from nmt.config import Params, decoding_of
 from nmt.io import (
     atomic_write_json,
     atomic_write_jsonl,
@@ -17,7 +17,6 @@ from nmt.io import (
 )
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking import Run
-from nmt.rerank import LexicalWeights, rerank_candidates
 from nmt.translator import Translation, Translator
 
 
@@ -28,6 +27,8 @@ class Paths:
     lexicon: Path = Path("data/tokenized/lexicon.json")
     weights: Path = Path("models/best.safetensors")
     config: Path = Path("models/best.json")
+    reverse_weights: Path = Path("models/reverse/best.safetensors")
+    reverse_config: Path = Path("models/reverse/best.json")
     predictions: Path = Path("data/eval/predictions.jsonl")
     metrics: Path = Path("metrics/eval.json")
     examples_md: Path = Path("plots/examples.md")
@@ -41,12 +42,13 @@ def language_of(raw_dir: Path) -> str:
     return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
 
 
-def predict(translator: Translator, nl: list[str], params: Params, beam_size: int, n_best: int = 1) -> list[Translation]:
-    """Decode with the evaluate settings (no reranking: :func:`evaluate` reranks the n-best itself)."""
+def predict(translator: Translator, nl: list[str], params: Params, beam_size: int, n_best: int = 1,
+            rerank: str = "none") -> list[Translation]:
+    """Decode with the evaluate settings (and the translator's reranking weights, set from them)."""
     cfg = params.evaluate
     return translator.translate(nl, beam_size=beam_size, n_best=n_best, max_len_a=cfg.max_len_a,
                                 max_len_b=cfg.max_len_b, length_penalty=cfg.length_penalty,
-                                batch_size=cfg.batch_size, rerank="none", literal_prefixes=cfg.literal_prefixes)
+                                batch_size=cfg.batch_size, rerank=rerank, literal_prefixes=cfg.literal_prefixes)
 
 
 def example_rows(nl: list[str], refs: list[str], preds: list[str], n: int, seed: int) -> list[dict[str, str]]:
@@ -72,14 +74,17 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     cfg = params.evaluate
+    lexical = cfg.rerank == "lexical"
+    reconstructs = lexical and cfg.rerank_reconstruction > 0
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
-                                       lexicon=paths.lexicon if cfg.rerank == "lexical" else None)
-    weights = LexicalWeights(cfg.rerank_missing, cfg.rerank_unexplained, cfg.rerank_repeated)
+                                       lexicon=paths.lexicon if lexical else None,
+                                       reverse=(paths.reverse_weights, paths.reverse_config) if reconstructs else None)
+    translator.decoding.update(decoding_of(cfg))  # the reranking weights, as the export will record them
     reranked = cfg.rerank != "none" and cfg.beam_size > 1
-    # One decode serves both the reranked predictions and the beam's own top hypotheses.
-    beam = predict(translator, nl, params, cfg.beam_size, n_best=cfg.beam_size if reranked else 1)
-    predictions = [rerank_candidates(t.n_best, cfg.rerank, text, translator.lexicon, weights)[0][0]
-                   for t, text in zip(beam, nl)]
+    # One decode serves both the reranked predictions and the beam's own top hypotheses: reranking
+    # reorders the whole n-best and keeps the model's scores, so the best-scoring one is the beam's top.
+    beam = predict(translator, nl, params, cfg.beam_size, n_best=cfg.beam_size if reranked else 1, rerank=cfg.rerank)
+    predictions = [t.text for t in beam]
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     scores = {
@@ -88,7 +93,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     }
     if reranked:
         # The beam's best-scoring hypotheses beside the reranked ones: what reranking adds.
-        top_scores = metrics.score([t.text for t in beam], refs, language_of(paths.raw))
+        top = [max(t.n_best, key=lambda c: c[1])[0] for t in beam]
+        top_scores = metrics.score(top, refs, language_of(paths.raw))
         scores.update({f"top1_{k}": v for k, v in top_scores.items() if k != "n"})
     if cfg.beam_size > 1:
         # Greedy beside beam, so the report shows what the search adds.

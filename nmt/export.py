@@ -17,8 +17,9 @@ from pathlib import Path
 from nmt.checkpoint import read_model_config
 from nmt.config import Params, decoding_of, to_dict
 from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
-from nmt.tracking import Run, log_and_register_model
 from nmt.rerank import LEXICON_FILE
+from nmt.tracking import Run, log_and_register_model
+from nmt.translator import REVERSE_FILES
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Paths:
     config: Path = Path("models/best.json")
     tokenizer: Path = Path("data/tokenized/vocab.json")
     lexicon: Path = Path("data/tokenized/lexicon.json")
+    reverse_weights: Path = Path("models/reverse/best.safetensors")  # absent when reverse.max_steps is 0
+    reverse_config: Path = Path("models/reverse/best.json")
     data_stats: Path = Path("data/raw/stats.json")
     train_metrics: Path = Path("metrics/train.json")
     eval_metrics: Path = Path("metrics/eval.json")
@@ -47,6 +50,8 @@ def model_card(params: Params, config: dict, data_stats: dict, train: dict, eval
     )
     splits = data_stats.get("counts", {})
     rerank = f", reranked by {params.evaluate.rerank}" if params.evaluate.rerank != "none" else ""
+    if params.evaluate.rerank == "lexical" and params.evaluate.rerank_reconstruction > 0:
+        rerank += f" with a reverse model's reconstruction score ({params.reverse.max_steps} steps, code -> description)"
     return f"""# {params.export.name}
 
 An encoder-decoder Transformer trained from scratch (no pretrained weights) with the `nmt`
@@ -96,6 +101,12 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
     atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
     _copy(paths.lexicon, paths.out / LEXICON_FILE)
+    reverse = (paths.reverse_weights, paths.reverse_config)
+    for src, name in zip(reverse, REVERSE_FILES):
+        if all(p.is_file() for p in reverse):
+            _copy(src, paths.out / name)
+        else:  # no reverse model this time: an earlier export's must not stay behind
+            (paths.out / name).unlink(missing_ok=True)
     atomic_write_text(paths.out / "README.md", card)
     if params.export.register:
         register(params, paths)

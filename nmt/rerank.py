@@ -16,9 +16,10 @@ of the training pairs). Words are identifiers and numbers (``strip_tags``, ``lev
 - **repeated**: identifiers the hypothesis writes more often than its description names them
   (once at least): ``self . cdata_tag = self . cdata_tag = None`` for ``set self.cdata_tag to None``.
 
-The score of a hypothesis is ``score - w_m * missing - w_u * unexplained - w_r * repeated``. It is
-a count-based stand-in for the reconstruction score of neural rerankers (Yin & Neubig 2019): what a
-model reading the code back would say about which description words it explains. A word the
+The score of a hypothesis is ``score - w_m * missing - w_u * unexplained - w_r * repeated``, plus
+``w_c * log P(description | hypothesis)`` when a reverse model is trained (:mod:`nmt.reconstruction`,
+the reconstruction score of neural rerankers, Yin & Neubig 2019). The penalties are its count-based
+companion: what a model reading the code back would say about which description words it explains. A word the
 training pairs never show gets :data:`PRIOR` (an unseen word is most likely a name the code copies),
 with :data:`PRIOR_WEIGHT` pseudo-counts.
 """
@@ -28,9 +29,10 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nmt.errors import ModelFileError
 from nmt.io import atomic_write_json, iter_jsonl, read_tokenize_output
@@ -145,33 +147,53 @@ class LexicalWeights:
     missing: float = 0.0
     unexplained: float = 0.0
     repeated: float = 0.0
+    reconstruction: float = 0.0  # of log P(description | hypothesis) under the reverse model (nmt.reconstruction)
 
-    def score(self, score: float, p: Penalties) -> float:
-        return score - self.missing * p.missing - self.unexplained * p.unexplained - self.repeated * p.repeated
+    @classmethod
+    def of(cls, cfg: Any) -> LexicalWeights:
+        """The weights of anything holding the evaluate section's rerank_* options."""
+        return cls(cfg.rerank_missing, cfg.rerank_unexplained, cfg.rerank_repeated, cfg.rerank_reconstruction)
+
+    def score(self, score: float, p: Penalties, reconstruction: float = 0.0) -> float:
+        return (score - self.missing * p.missing - self.unexplained * p.unexplained - self.repeated * p.repeated
+                + self.reconstruction * reconstruction)
 
 
 def rerank_candidates(candidates: list[Candidate], how: str, description: str = "", lexicon: Lexicon | None = None,
-           weights: LexicalWeights = LexicalWeights()) -> list[Candidate]:
+                      weights: LexicalWeights = LexicalWeights(),
+                      reconstruction: Sequence[float] | None = None) -> list[Candidate]:
     """(text, score) candidates, best first, reordered by ``how`` (none, syntax or lexical).
 
     The scores that come back are the model's own: reranking changes the order, not the scores.
     Valid Python comes first under both syntax and lexical, so the top one is valid whenever any
-    candidate is (:func:`nmt.metrics.is_valid_python`).
+    candidate is (:func:`nmt.metrics.is_valid_python`). ``reconstruction`` holds each candidate's
+    log P(description | candidate) (:mod:`nmt.reconstruction`), needed when its weight is not 0.
     """
+    return [candidates[i] for i in rerank_order(candidates, how, description, lexicon, weights, reconstruction)]
+
+
+def rerank_order(candidates: list[Candidate], how: str, description: str = "", lexicon: Lexicon | None = None,
+                 weights: LexicalWeights = LexicalWeights(),
+                 reconstruction: Sequence[float] | None = None) -> list[int]:
+    """The indices of ``candidates`` in the order :func:`rerank_candidates` gives them."""
+    everything = list(range(len(candidates)))
     if how == "none":
-        return candidates
+        return everything
     from nmt.metrics import is_valid_python
 
     if how == "syntax":
-        return sorted(candidates, key=lambda c: not is_valid_python(c[0]))  # stable: scores keep their order
+        return sorted(everything, key=lambda i: not is_valid_python(candidates[i][0]))  # stable: scores keep their order
     if how != "lexical":
         raise ValueError(f"rerank must be none, syntax or lexical, got {how!r}")
     if lexicon is None:
         raise ModelFileError("rerank 'lexical' needs the model's lexicon.json (written by the tokenize stage and "
                              "copied by the export stage: re-export the model, or use --rerank syntax)")
-    keys = [(not is_valid_python(text), -weights.score(score, penalties(description, text, lexicon)))
-            for text, score in candidates]
-    return [candidates[i] for i in sorted(range(len(candidates)), key=keys.__getitem__)]
+    if weights.reconstruction and (reconstruction is None or len(reconstruction) != len(candidates)):
+        raise ValueError("a reconstruction weight needs one reconstruction score per candidate")
+    rec = reconstruction if weights.reconstruction else [0.0] * len(candidates)
+    keys = [(not is_valid_python(text), -weights.score(score, penalties(description, text, lexicon), r))
+            for (text, score), r in zip(candidates, rec)]
+    return sorted(everything, key=keys.__getitem__)
 
 
 def write_lexicon(train: Path, out: Path) -> Lexicon:

@@ -17,8 +17,10 @@ matmul peak measured on the training device as the stage starts.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
+import os
 import random
 import signal
 import sys
@@ -63,6 +65,12 @@ class Paths:
     models: Path = Path("models")
     metrics: Path = Path("metrics")
     plots: Path = Path("plots")
+    # The resume checkpoint's folder lives under this one (models/resume/); it must not be a DVC output.
+    resume_root: Path | None = None
+
+    @property
+    def resume_state(self) -> Path:
+        return resume.state_path(self.resume_root or self.models)
 
     @property
     def best_weights(self) -> Path:
@@ -418,7 +426,7 @@ def raise_on_sigterm() -> None:
 
 def find_resume_state(params: Params, paths: Paths, data_sha: str, d: Dist = Dist()) -> dict | None:
     """The resume checkpoint a killed run left, if any and if ``train.resume`` (refused when incompatible)."""
-    path = resume.state_path(paths.models)
+    path = paths.resume_state
     if not path.exists():
         return None
     if not params.train.resume:
@@ -429,12 +437,13 @@ def find_resume_state(params: Params, paths: Paths, data_sha: str, d: Dist = Dis
     return resume.load_state(path, resume.fingerprint(params, data_sha))
 
 
-def train(params: Params, paths: Paths = Paths()) -> dict:
+def train(params: Params, paths: Paths = Paths(), reverse: bool = False) -> dict:
     """Train a model on ``paths.data``; write the best checkpoint, metrics, curve and plot.
 
     A run killed earlier continues from its resume checkpoint, in its MLflow run. Otherwise the
     MLflow run is opened first, so an unreachable tracking store fails the stage before any work;
-    its id goes to ``paths.run_file`` for the evaluate and export stages.
+    its id goes to ``paths.run_file`` for the evaluate and export stages. ``reverse`` trains on the
+    pairs swapped: code -> description (:func:`train_reverse`).
     """
     raise_on_sigterm()
     device = pick_device(params.train.device, distributed.from_environment().local_rank)
@@ -448,16 +457,43 @@ def train(params: Params, paths: Paths = Paths()) -> dict:
         elif state is not None and state.get("mlflow_run_id"):
             run = Run.reopen(state["mlflow_run_id"], params.mlflow, system_metrics=params.mlflow.system_metrics)
         else:
-            run = Run.start(params.mlflow)
+            name = os.environ.get("DVC_EXP_NAME")
+            run = Run.start(params.mlflow, run_name=f"{name or 'train'}-reverse" if reverse else None)
         with run:
-            summary = _train(params, paths, run, data_sha, state, device, d, precision)
+            summary = _train(params, paths, run, data_sha, state, device, d, precision, reverse)
     finally:
         distributed.teardown()
     return summary
 
 
+REVERSE_PATHS = Paths(models=Path("models/reverse"), metrics=Path("models/reverse"), plots=Path("models/reverse"),
+                      resume_root=Path("models/reverse-resume"))
+
+
+def train_reverse(params: Params, paths: Paths = REVERSE_PATHS) -> dict:
+    """The reverse model: ``reverse.max_steps`` steps on the training pairs swapped (code -> description).
+
+    Same architecture, optimizer, schedule and batching as the forward model (the model and train
+    sections), one dev evaluation at the end on ``reverse.eval_examples`` pairs, its own MLflow run.
+    Its log P(description | code) is the lexical reranker's reconstruction score (Yin & Neubig 2019:
+    a hypothesis that cannot give its description back has likely lost part of it). With
+    ``reverse.max_steps`` 0 it writes only a README saying there is no reverse model.
+    """
+    paths.models.mkdir(parents=True, exist_ok=True)
+    steps = params.reverse.max_steps
+    if steps == 0:
+        for stale in (paths.best_weights, paths.best_config, paths.run_file):
+            stale.unlink(missing_ok=True)
+        atomic_write_text(paths.models / "README.md", "No reverse model: reverse.max_steps is 0.\n")
+        return {}
+    (paths.models / "README.md").unlink(missing_ok=True)
+    cfg = dataclasses.replace(params.train, max_steps=steps, eval_every=steps, patience=0,
+                              eval_examples=params.reverse.eval_examples)
+    return train(dataclasses.replace(params, train=cfg), paths, reverse=True)
+
+
 def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | None, device: torch.device,
-           d: Dist, precision: Precision) -> dict:
+           d: Dist, precision: Precision, reverse: bool = False) -> dict:
     cfg = params.train
     torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.threads:
@@ -470,6 +506,8 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     tok = Tokenizer.load(paths.data / "vocab.json")
     train_split = TokenizedSplit.load(paths.data / "train.safetensors", tok.vocab_size)
     dev_split = TokenizedSplit.load(paths.data / "dev.safetensors", tok.vocab_size)
+    if reverse:
+        train_split, dev_split = train_split.swapped(), dev_split.swapped()
     literals = load_literals(paths.data, "dev", len(dev_split)) if tok.string_placeholders else None
     dev = make_dev_set(dev_split, tok, cfg.eval_examples, cfg.batch_tokens, literals)
 
@@ -482,7 +520,7 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     stream = Batches(train_split, tok, cfg, params.model.max_len, params.seed)
     progress, best_weights = Progress(), None
-    resume_path = resume.state_path(paths.models)
+    resume_path = paths.resume_state
 
     def save_best() -> None:
         if not d.is_main:
@@ -505,7 +543,8 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
         run.write_run_file(paths.run_file)
         run.log_params(flatten(to_dict(params)))
         run.set_tags({**git_tags(Path.cwd()), **environment_tags(device), "data.source": params.data.source,
-                      "data.sha256": data_sha, "parameters": model.num_parameters(), "precision": precision.name})
+                      "data.sha256": data_sha, "parameters": model.num_parameters(), "precision": precision.name,
+                      "direction": "code -> description" if reverse else "description -> code"})
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

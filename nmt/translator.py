@@ -37,10 +37,12 @@ from nmt.decode import (
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
 from nmt.placeholders import add_described_prefixes, mask_description, restore
-from nmt.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_candidates
+from nmt.reconstruction import reconstruction_scores
+from nmt.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_order
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
+REVERSE_FILES = ("reverse.safetensors", "reverse.json")  # the reverse model, where one was trained
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Translation:
     score: float
     n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
     truncated: bool = False  # the input was longer than the model accepts and was cut
+    # log P(description | hypothesis) of each n_best entry under the reverse model, when reranking asked for it
+    reconstruction: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class DecodeSettings:
     rerank_missing: float = 0.0
     rerank_unexplained: float = 0.0
     rerank_repeated: float = 0.0
+    rerank_reconstruction: float = 0.0
     literal_prefixes: bool = False
 
     def check(self) -> None:
@@ -85,7 +90,7 @@ class DecodeSettings:
             raise ValueError(f"max_len_b must be >= 1, got {self.max_len_b}")
         if self.rerank not in RERANK_CHOICES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_CHOICES)}, got {self.rerank!r}")
-        for name in ("rerank_missing", "rerank_unexplained", "rerank_repeated"):
+        for name in ("rerank_missing", "rerank_unexplained", "rerank_repeated", "rerank_reconstruction"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -93,7 +98,12 @@ class DecodeSettings:
 
     @property
     def weights(self) -> LexicalWeights:
-        return LexicalWeights(self.rerank_missing, self.rerank_unexplained, self.rerank_repeated)
+        return LexicalWeights.of(self)
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether reranking asks the reverse model how well each hypothesis gives its description back."""
+        return self.rerank == "lexical" and self.rerank_reconstruction > 0
 
 
 # What the decoding options a caller leaves out default to, unless the model directory says otherwise.
@@ -110,11 +120,13 @@ def resolve_device(name: str) -> torch.device:
 
 class Translator:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int,
-                 decoding: dict[str, Any] | None = None, lexicon: Lexicon | None = None):
-        if model.vocab_size != tokenizer.vocab_size:
-            raise ModelFileError(
-                f"model vocabulary ({model.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
-            )
+                 decoding: dict[str, Any] | None = None, lexicon: Lexicon | None = None,
+                 reverse: Transformer | None = None):
+        for name, m in (("model", model), ("reverse model", reverse)):
+            if m is not None and m.vocab_size != tokenizer.vocab_size:
+                raise ModelFileError(
+                    f"{name} vocabulary ({m.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
+                )
         self.model, self.tokenizer = model.eval(), tokenizer
         if tokenizer.placeholder_ids:  # an output uses only the placeholders of its own description
             model.restrict_to_source(tokenizer.placeholder_ids)
@@ -122,6 +134,7 @@ class Translator:
         # Defaults of beam_size, length_penalty, max_len_a, max_len_b and rerank.
         self.decoding = {**BUILTIN_DECODING, **(decoding or {})}
         self.lexicon = lexicon  # the training pairs' word counts, for rerank="lexical"
+        self.reverse = None if reverse is None else reverse.eval()  # code -> description, for rerank_reconstruction
 
     @property
     def device(self) -> torch.device:
@@ -129,15 +142,17 @@ class Translator:
 
     @classmethod
     def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto",
-                   lexicon: Path | None = None) -> Translator:
+                   lexicon: Path | None = None, reverse: tuple[Path, Path] | None = None) -> Translator:
+        """``reverse``: the reverse model's (weights, config) files."""
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
+        reverse_model = None if reverse is None else load_model(*map(Path, reverse), resolve_device(device))[0]
         return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
-                   None if lexicon is None else Lexicon.load(lexicon))
+                   None if lexicon is None else Lexicon.load(lexicon), reverse_model)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "auto") -> Translator:
         """Load an exported model directory (model.safetensors, config.json, tokenizer.json, and
-        lexicon.json where the export stage wrote one)."""
+        lexicon.json and reverse.safetensors + reverse.json where the export stage wrote them)."""
         d = Path(model_dir)
         if not d.is_dir():
             raise ModelFileError(f"{d}: model directory not found (run `dvc repro` to create models/export)")
@@ -145,8 +160,11 @@ class Translator:
             if not (d / name).is_file():
                 raise ModelFileError(f"{d / name}: missing; a model directory needs {', '.join(EXPORT_FILES)}")
         lexicon = d / LEXICON_FILE
+        reverse = tuple(d / name for name in REVERSE_FILES)
+        if any(p.is_file() for p in reverse) and not all(p.is_file() for p in reverse):
+            raise ModelFileError(f"{d}: the reverse model needs both {' and '.join(REVERSE_FILES)}; re-export the model")
         return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device,
-                              lexicon if lexicon.is_file() else None)
+                              lexicon if lexicon.is_file() else None, reverse if reverse[0].is_file() else None)
 
     def settings(self, sample: bool = False, **given: Any) -> DecodeSettings:
         """The decode settings of a call: ``given`` options that are not None, else the model's defaults.
@@ -193,7 +211,9 @@ class Translator:
         ``rerank="syntax"`` decodes the beam's (or the samples') full n-best list and puts the
         hypotheses that are valid Python first (:func:`nmt.rerank.rerank_candidates`): ``text`` is the
         best-scoring valid one, or the best one when none is valid. ``rerank="lexical"`` also
-        weighs each hypothesis against its description's words, and needs :attr:`lexicon`.
+        weighs each hypothesis against its description's words, and needs :attr:`lexicon`; with a
+        ``rerank_reconstruction`` weight (a model default) it also asks the reverse model
+        (:attr:`reverse`) how well each hypothesis gives its description back.
         ``literal_prefixes`` puts the ``r`` / ``b`` of a literal the description calls a raw / bytes
         string on the output's copy of it (:func:`nmt.placeholders.add_described_prefixes`).
 
@@ -209,6 +229,10 @@ class Translator:
         if settings.rerank == "lexical" and self.lexicon is None:
             raise ModelFileError(f"rerank 'lexical' needs the model's {LEXICON_FILE} (written by the tokenize stage, "
                                  "copied by the export stage): re-export the model, or rerank by syntax")
+        if settings.reconstructs and self.reverse is None:
+            raise ModelFileError(f"rerank_reconstruction {settings.rerank_reconstruction} needs a reverse model "
+                                 f"({' + '.join(REVERSE_FILES)}: train one with reverse.max_steps > 0 and re-export), "
+                                 "or set the weight to 0")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
@@ -225,17 +249,31 @@ class Translator:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
-            for i, hyps in zip(chunk, self._decode(src, settings, generator)):
+            found = self._decode(src, settings, generator)
+            rec = self._reconstruction(found, [encoded[i] for i in chunk]) if settings.reconstructs else None
+            for k, (i, hyps) in enumerate(zip(chunk, found)):
                 literals = masked[i].literals if masked[i] is not None else []
                 decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
                 if settings.literal_prefixes:
                     decoded = [(add_described_prefixes(texts[i], text), score) for text, score in decoded]
-                decoded = rerank_candidates(decoded, settings.rerank, texts[i], self.lexicon,
-                                 settings.weights)[: settings.n_best]
-                results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit)
+                order = rerank_order(decoded, settings.rerank, texts[i], self.lexicon, settings.weights,
+                                     None if rec is None else rec[k])[: settings.n_best]
+                decoded = [decoded[j] for j in order]
+                results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit,
+                                         None if rec is None else [rec[k][j] for j in order])
             if on_batch is not None:
                 on_batch(len(chunk))
         return results  # type: ignore[return-value]
+
+    def _reconstruction(self, found: list[list[Hypothesis]], sources: list[list[int]]) -> list[list[float]]:
+        """log P(source | hypothesis) under the reverse model, per hypothesis of each source."""
+        flat = reconstruction_scores(self.reverse, [(h.tokens, src) for hyps, src in zip(found, sources) for h in hyps],
+                                     self.bos_id, self.eos_id)
+        out, start = [], 0
+        for hyps in found:
+            out.append(flat[start : start + len(hyps)])
+            start += len(hyps)
+        return out
 
     def _decode(self, src: torch.Tensor, s: DecodeSettings,
                 generator: torch.Generator | None) -> list[list[Hypothesis]]:

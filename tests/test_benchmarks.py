@@ -159,7 +159,8 @@ def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on
     from nmt.rerank import LexicalWeights, Penalties
 
     def hyp(score, missing, exact):
-        return {"score": score, "valid": True, "penalties": Penalties(missing, 0.0, 0.0), "exact": exact}
+        return {"score": score, "valid": True, "penalties": Penalties(missing, 0.0, 0.0), "reconstruction": 0.0,
+                "exact": exact}
 
     # half the pairs need the 'missing' weight (the right hypothesis scores lower but misses nothing),
     # half are right either way
@@ -171,3 +172,32 @@ def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on
     assert cross_validated(table, [off, on], folds=2, repeats=3) == [100.0] * 3
     # a weight no part can learn to prefer is not chosen by luck: only 'off' on offer scores 50
     assert cross_validated(table, [off], folds=2, repeats=2) == [50.0, 50.0]
+
+
+def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypatch, tmp_path, tiny_export):
+    import shutil
+
+    import torch
+
+    from benchmarks.rerank_weights import hypotheses
+    from nmt.checkpoint import load_model, save_model
+    from nmt.model import Transformer
+    from nmt.rerank import Lexicon
+    from nmt.translator import REVERSE_FILES
+
+    from .conftest import synthetic_pairs, write_jsonl
+
+    out = tmp_path / "export"
+    shutil.copytree(tiny_export, out)
+    pairs = synthetic_pairs(6, seed=4)
+    Lexicon.from_pairs([(p["nl"], p["code"]) for p in pairs]).save(out / "lexicon.json")
+    data = write_jsonl(tmp_path / "dev.jsonl", pairs)
+    assert all(h["reconstruction"] == 0.0 for hyps in hypotheses(out, data, 3) for h in hyps)
+    model, cfg = load_model(out / "model.safetensors", out / "config.json")
+    torch.manual_seed(2)
+    save_model(Transformer(model.cfg, model.vocab_size, model.pad_id), out / REVERSE_FILES[0], out / REVERSE_FILES[1],
+               cfg["bos_id"], cfg["eos_id"])
+    table = hypotheses(out, data, 3)
+    assert len(table) == 6 and all(len(hyps) == 3 for hyps in table)
+    assert all(h["reconstruction"] < 0 for hyps in table for h in hyps)  # log-probabilities, computed
+    assert all([h["score"] for h in hyps] == sorted((h["score"] for h in hyps), reverse=True) for hyps in table)

@@ -20,8 +20,9 @@ def test_repro_writes_every_declared_output(pipeline_repo):
                  "data/eval/predictions.jsonl", "plots/examples.md", "plots/examples.png",
                  "models/export/model.safetensors", "models/export/config.json",
                  "models/export/tokenizer.json", "models/export/README.md", "models/export/lexicon.json",
-                 "data/tokenized/lexicon.json", "dvc.lock"]:
+                 "data/tokenized/lexicon.json", "models/reverse/README.md", "dvc.lock"]:
         assert (root / path).is_file(), path
+    assert not (root / "models/export/reverse.safetensors").exists()  # reverse.max_steps is 0 by default
     evaluation = json.loads((root / "metrics/eval.json").read_text())
     for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "n",
                 "baseline_bleu", "baseline_exact_match"):
@@ -67,17 +68,21 @@ def test_changing_an_evaluate_param_reruns_only_what_depends_on_it(pipeline_repo
 
 
 def test_the_levers_run_through_the_pipeline(pipeline_repo):
-    """String placeholders, weight averaging, lexical reranking and literal prefixes on: every stage
-    reruns and uses them."""
+    """String placeholders, weight averaging, lexical reranking with a reverse model's reconstruction
+    score and literal prefixes on: every stage reruns and uses them, and the export decodes as the
+    evaluate stage did."""
     root, env = pipeline_repo
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["tokenize"]["string_placeholders"] = True
     params["train"]["ema_decay"] = 0.9
-    params["evaluate"].update(rerank="lexical", literal_prefixes=True)
+    params["reverse"]["max_steps"] = 20
+    params["evaluate"].update(rerank="lexical", literal_prefixes=True, rerank_reconstruction=0.5)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run(["dvc", "repro"], root, env)
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"tokenize", "train", "evaluate", "export"}
+    assert ran == {"tokenize", "train", "train_reverse", "evaluate", "export"}
+    assert json.loads((root / "models/reverse/train.json").read_text())["steps"] == 20
+    assert not (root / "models/reverse/README.md").exists()
     assert json.loads((root / "data/tokenized/vocab.json").read_text())["string_placeholders"] is True
     assert (root / "data/tokenized/literals.json").is_file()
     evaluation = json.loads((root / "metrics/eval.json").read_text())
@@ -85,3 +90,7 @@ def test_the_levers_run_through_the_pipeline(pipeline_repo):
     export = Translator.from_pretrained(root / "models/export", device="cpu")
     assert export.tokenizer.string_placeholders and export.decoding["rerank"] == "lexical"
     assert export.decoding["literal_prefixes"] is True and export.lexicon is not None
+    assert export.reverse is not None and export.decoding["rerank_reconstruction"] == 0.5
+    predictions = [json.loads(l) for l in (root / "data/eval/predictions.jsonl").read_text().splitlines()]
+    again = export.translate([p["nl"] for p in predictions])
+    assert [t.text for t in again] == [p["prediction"] for p in predictions]
