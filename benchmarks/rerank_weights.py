@@ -17,6 +17,7 @@ Needs the model's lexicon.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import random
 from pathlib import Path
@@ -98,6 +99,11 @@ def main() -> None:
           f"{100 * sum(any(h['exact'] for h in hyps) for hyps in table) / len(table):.1f}")
     print(f"no weights (syntax rerank): {em[LexicalWeights()]:.1f}")
     print(f"the model's weights {own}: {100 * exact_matches(table, own, everything) / len(table):.1f}")
+    if own.reconstruction:
+        alone = dataclasses.replace(own, reconstruction=0.0)
+        print(f"  the same without the reconstruction score: {100 * exact_matches(table, alone, everything) / len(table):.1f}")
+        only = LexicalWeights(reconstruction=own.reconstruction)
+        print(f"  the reconstruction score alone: {100 * exact_matches(table, only, everything) / len(table):.1f}")
     for w in sorted(grid, key=lambda w: -em[w])[:5]:
         print(f"  grid {w}: {em[w]:.1f}")
     for repeat, figure in enumerate(cross_validated(table, grid, args.folds, args.repeats)):

@@ -135,7 +135,12 @@ class Penalties:
 
 
 def penalties(description: str, code: str, lexicon: Lexicon) -> Penalties:
-    nl_counts, code_counts = Counter(words(description)), Counter(words(code))
+    return _penalties(Counter(words(description)), code, lexicon)
+
+
+def _penalties(nl_counts: Counter, code: str, lexicon: Lexicon) -> Penalties:
+    """:func:`penalties` with the description's words counted once for all its hypotheses."""
+    code_counts = Counter(words(code))
     missing = sum(lexicon.p_in_code(w) for w in nl_counts if w not in code_counts)
     unexplained = sum(lexicon.p_in_description(t) for t in code_counts if t not in nl_counts)
     repeated = sum(max(0, n - max(1, nl_counts[t])) for t, n in code_counts.items() if not t[0].isdigit())
@@ -191,7 +196,8 @@ def rerank_order(candidates: list[Candidate], how: str, description: str = "", l
     if weights.reconstruction and (reconstruction is None or len(reconstruction) != len(candidates)):
         raise ValueError("a reconstruction weight needs one reconstruction score per candidate")
     rec = reconstruction if weights.reconstruction else [0.0] * len(candidates)
-    keys = [(not is_valid_python(text), -weights.score(score, penalties(description, text, lexicon), r))
+    nl_counts = Counter(words(description))
+    keys = [(not is_valid_python(text), -weights.score(score, _penalties(nl_counts, text, lexicon), r))
             for (text, score), r in zip(candidates, rec)]
     return sorted(everything, key=keys.__getitem__)
 

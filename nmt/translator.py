@@ -256,11 +256,11 @@ class Translator:
                 decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
                 if settings.literal_prefixes:
                     decoded = [(add_described_prefixes(texts[i], text), score) for text, score in decoded]
-                order = rerank_order(decoded, settings.rerank, texts[i], self.lexicon, settings.weights,
-                                     None if rec is None else rec[k])[: settings.n_best]
-                decoded = [decoded[j] for j in order]
+                ranked = rerank_order(decoded, settings.rerank, texts[i], self.lexicon, settings.weights,
+                                      None if rec is None else rec[k])[: settings.n_best]
+                decoded = [decoded[j] for j in ranked]
                 results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit,
-                                         None if rec is None else [rec[k][j] for j in order])
+                                         None if rec is None else [rec[k][j] for j in ranked])
             if on_batch is not None:
                 on_batch(len(chunk))
         return results  # type: ignore[return-value]

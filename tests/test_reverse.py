@@ -161,3 +161,14 @@ def test_half_a_reverse_model_is_refused_naming_both_files(reverse_export):
         Translator.from_pretrained(reverse_export, device="cpu")
     result = CliRunner().invoke(app, ["generate", "--model", str(reverse_export), "x"])
     assert result.exit_code == 2 and "reverse.json" in result.output and "Traceback" not in result.output
+
+
+def test_reranked_batches_keep_every_input_in_its_place(reverse_export):
+    """More inputs than one batch holds: each output is the one its input gets alone."""
+    t = Translator.from_pretrained(reverse_export, device="cpu")
+    t.decoding.update(rerank="lexical", rerank_reconstruction=0.5)
+    texts = [p["nl"] for p in synthetic_pairs(7, seed=5)]
+    together = t.translate(texts, beam_size=3, max_len_b=6, batch_size=2)
+    alone = [t.translate([x], beam_size=3, max_len_b=6)[0] for x in texts]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(r.reconstruction is not None and len(r.reconstruction) == 1 for r in together)
