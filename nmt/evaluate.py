@@ -17,7 +17,7 @@ from nmt.io import (
 )
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking import Run
-from nmt.translator import Translation, Translator
+from nmt.translator import DecodeSettings, Translation, Translator
 
 
 @dataclass
@@ -74,11 +74,11 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     cfg = params.evaluate
-    lexical = cfg.rerank == "lexical"
-    reconstructs = lexical and cfg.rerank_reconstruction > 0
+    settings = DecodeSettings(**decoding_of(cfg))  # what the reranking needs loaded: the translator's rule
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
-                                       lexicon=paths.lexicon if lexical else None,
-                                       reverse=(paths.reverse_weights, paths.reverse_config) if reconstructs else None)
+                                       lexicon=paths.lexicon if settings.rerank == "lexical" else None,
+                                       reverse=(paths.reverse_weights, paths.reverse_config)
+                                       if settings.reconstructs else None)
     translator.decoding.update(decoding_of(cfg))  # the reranking weights, as the export will record them
     reranked = cfg.rerank != "none" and cfg.beam_size > 1
     # One decode serves both the reranked predictions and the beam's own top hypotheses: reranking
