@@ -36,7 +36,7 @@ from nmt.decode import (
 )
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
-from nmt.placeholders import add_described_prefixes, mask_description, restore
+from nmt.placeholders import Masked, add_described_prefixes, mask_description, restore
 from nmt.reconstruction import reconstruction_scores
 from nmt.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_order
 from nmt.tokenizer import Tokenizer
@@ -252,18 +252,22 @@ class Translator:
             found = self._decode(src, settings, generator)
             rec = self._reconstruction(found, [encoded[i] for i in chunk]) if settings.reconstructs else None
             for k, (i, hyps) in enumerate(zip(chunk, found)):
-                literals = masked[i].literals if masked[i] is not None else []
-                decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
-                if settings.literal_prefixes:
-                    decoded = [(add_described_prefixes(texts[i], text), score) for text, score in decoded]
-                ranked = rerank_order(decoded, settings.rerank, texts[i], self.lexicon, settings.weights,
-                                      None if rec is None else rec[k])[: settings.n_best]
-                decoded = [decoded[j] for j in ranked]
-                results[i] = Translation(decoded[0][0], decoded[0][1], decoded, len(encoded[i]) >= limit,
-                                         None if rec is None else [rec[k][j] for j in ranked])
+                results[i] = self._finish(texts[i], masked[i], hyps, None if rec is None else rec[k],
+                                          len(encoded[i]) >= limit, settings)
             if on_batch is not None:
                 on_batch(len(chunk))
         return results  # type: ignore[return-value]
+
+    def _finish(self, text: str, masked: Masked | None, hyps: list[Hypothesis], rec: list[float] | None,
+                truncated: bool, settings: DecodeSettings) -> Translation:
+        """One input's Translation: detokenize its hypotheses, restore its literals, rerank the n-best."""
+        literals = masked.literals if masked is not None else []
+        decoded = [(restore(self.tokenizer.decode(h.tokens), literals), h.score) for h in hyps]
+        if settings.literal_prefixes:
+            decoded = [(add_described_prefixes(text, out), score) for out, score in decoded]
+        ranked = rerank_order(decoded, settings.rerank, text, self.lexicon, settings.weights, rec)[: settings.n_best]
+        best = [decoded[j] for j in ranked]
+        return Translation(best[0][0], best[0][1], best, truncated, None if rec is None else [rec[j] for j in ranked])
 
     def _reconstruction(self, found: list[list[Hypothesis]], sources: list[list[int]]) -> list[list[float]]:
         """log P(source | hypothesis) under the reverse model, per hypothesis of each source."""
