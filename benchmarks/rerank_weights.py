@@ -100,8 +100,8 @@ def main() -> None:
     print(f"no weights (syntax rerank): {em[LexicalWeights()]:.1f}")
     print(f"the model's weights {own}: {100 * exact_matches(table, own, everything) / len(table):.1f}")
     if own.reconstruction:
-        alone = dataclasses.replace(own, reconstruction=0.0)
-        print(f"  the same without the reconstruction score: {100 * exact_matches(table, alone, everything) / len(table):.1f}")
+        without = dataclasses.replace(own, reconstruction=0.0)
+        print(f"  the same without the reconstruction score: {100 * exact_matches(table, without, everything) / len(table):.1f}")
         only = LexicalWeights(reconstruction=own.reconstruction)
         print(f"  the reconstruction score alone: {100 * exact_matches(table, only, everything) / len(table):.1f}")
     for w in sorted(grid, key=lambda w: -em[w])[:5]:

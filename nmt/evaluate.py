@@ -74,12 +74,13 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     cfg = params.evaluate
-    settings = DecodeSettings(**decoding_of(cfg))  # what the reranking needs loaded: the translator's rule
+    decoding = decoding_of(cfg)
+    settings = DecodeSettings(**decoding)  # what the reranking needs loaded: the translator's rule
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
                                        lexicon=paths.lexicon if settings.rerank == "lexical" else None,
                                        reverse=(paths.reverse_weights, paths.reverse_config)
                                        if settings.reconstructs else None)
-    translator.decoding.update(decoding_of(cfg))  # the reranking weights, as the export will record them
+    translator.decoding.update(decoding)  # the reranking weights, as the export will record them
     reranked = cfg.rerank != "none" and cfg.beam_size > 1
     # One decode serves both the reranked predictions and the beam's own top hypotheses: reranking
     # reorders the whole n-best and keeps the model's scores, so the best-scoring one is the beam's top.
