@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Stages run `python -m pipeline.<stage>`: put the venv first so that is our interpreter.
+# Stages run `python3 -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django test bench fuzz ui serve lock clean
+.PHONY: install repro django test bench ablation report fuzz ui serve lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test: install  ## run the test suite
 
 bench: install  ## speed vs nn.Transformer, HF BART, tiktoken; MFU -> benchmarks/results.json (~10 min; BENCH_ARGS=--quick < 2)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+ablation: install  ## each lever of the default, off in turn, from scratch as temporary DVC experiments -> results/ (~35 min)
+	$(BIN)/python -m benchmarks.ablation
+
+report: install  ## render the README's measured tables from metrics/, plots/ and results/
+	$(BIN)/python -m nmt.report
 
 fuzz: install  ## the hypothesis fuzz tests (pytest -m fuzz) at 10,000 examples each instead of a few hundred (~5 min)
 	NMT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q -m fuzz

@@ -284,29 +284,35 @@ def show_params() -> None:
 
 @app.command("check-metrics")
 def check_metrics(
-    tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed move, in points (metrics are 0-100)")] = 1.0,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed drop, in points (scores are 0-100)")] = 1.0,
     rev: Annotated[str, typer.Option(help="git revision holding the committed metrics")] = "HEAD",
+    written_after: Annotated[Optional[float], typer.Option(
+        help="Unix time the pipeline run began: fail unless every metrics file was written after it "
+             "(outputs already up to date are not a pass)")] = None,
 ) -> None:
-    """Compare the workspace's metrics/ with the committed ones (`dvc metrics diff`); exit 1 on a move."""
+    """CI's gate: test exact match and BLEU may not fall more than TOLERANCE below the committed values."""
     import subprocess
 
-    from nmt.regression import metric_moves
+    from nmt.quality_gate import score_drops, stale_files
     from nmt.stage import find_dvc
 
     dvc = find_dvc()
     if dvc is None:
         fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
+    problems = []
+    if written_after is not None:
+        problems += stale_files([Path("metrics/train.json"), Path("metrics/eval.json")], written_after)
     proc = subprocess.run([dvc, "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
     if proc.returncode != 0:
         fail(f"`dvc metrics diff` failed: {proc.stderr.strip()}")
-    problems, compared = metric_moves(json.loads(proc.stdout or "{}"), tolerance)
-    if compared == 0:
-        fail("no committed metrics to compare with (run `make repro` and commit metrics/ first)", 1)
-    for p in problems:
-        print(f"moved: {p}", file=sys.stderr)
-    if problems:
+    drops, checked = score_drops(json.loads(proc.stdout or "{}"), tolerance)
+    for line in checked:
+        print(f"ok: {line}")
+    for p in problems + drops:
+        print(f"failed: {p}", file=sys.stderr)
+    if problems or drops:
         raise typer.Exit(1)
-    print(f"{compared} metrics within {tolerance} of {rev}")
+    print(f"{len(checked)} gated scores within {tolerance} of {rev} or above")
 
 
 @app.command()

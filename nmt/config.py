@@ -48,8 +48,20 @@ class StdlibConfig:
 class DjangoConfig:
     """Django pseudo-code -> Python (Oda et al. 2015), standard 16,000/1,000/1,805 split."""
 
-    local_dir: str = opt("", "directory with ready train.jsonl/dev.jsonl[/test.jsonl]; empty = download")
+    origin: Literal["shipped", "download", "local"] = opt(
+        "shipped", "shipped: the train/dev pairs in this repository (no network; train's tail selects, dev is the "
+                   "test split) | download: all three standard splits from the authors' repository at a pinned "
+                   "commit (dev selects, test reports) | local: the files in local_dir")
+    local_dir: str = opt("", "with origin: local, a directory with ready train.jsonl/dev.jsonl[/test.jsonl]")
     timeout_s: float = opt(10.0, "network timeout of the download, seconds", *positive)
+
+    def validate(self) -> list[str]:
+        if self.origin == "local" and not self.local_dir:
+            return ["data.django.local_dir: required when data.django.origin is 'local'"]
+        if self.origin != "local" and self.local_dir:
+            return [(f"data.django.local_dir: only read with data.django.origin: local (it is {self.origin!r}); "
+                     "set the origin to local, or empty local_dir")]
+        return []
 
 
 @dataclass
@@ -73,8 +85,8 @@ class JsonlConfig:
 class DataConfig:
     """Where the (description, code) pairs come from: the download stage."""
 
-    source: Literal["stdlib", "django", "concode", "jsonl"] = opt("stdlib", "which data source to use")
-    max_nl_tokens: int = opt(64, "drop pairs whose description has more cl100k tokens (train split only for benchmark sources)", *positive)
+    source: Literal["stdlib", "django", "concode", "jsonl"] = opt("django", "which data source to use")
+    max_nl_tokens: int = opt(128, "drop pairs whose description has more cl100k tokens (train split only for benchmark sources)", *positive)
     max_code_tokens: int = opt(128, "drop pairs whose code has more cl100k tokens (train split only for benchmark sources)", *positive)
     max_bad_fraction: float = opt(0.01, "share of a data file's lines that may be bad (not UTF-8 or JSON, nl/code "
                                         "missing, not strings or empty, over 100 kB): they are skipped and counted "
@@ -82,6 +94,9 @@ class DataConfig:
                                   lambda v: 0 <= v <= 1, "must be in [0, 1]")
     drop_duplicates: bool = opt(False, "drop exact (nl, code) repeats from the splits the length limits apply to "
                                        "(counted in stats.json either way; off keeps benchmark training sets as published)")
+    select_size: int = opt(1000, "a source without a test split (shipped Django, concode without test code): its dev "
+                                 "pairs become the test split and this many pairs from the end of train the selection "
+                                 "split", *positive)
     stdlib: StdlibConfig = section(StdlibConfig)
     django: DjangoConfig = section(DjangoConfig)
     concode: ConcodeConfig = section(ConcodeConfig)
@@ -105,16 +120,16 @@ class TokenizeConfig:
 
     min_freq: int = opt(2, "keep a cl100k token if it occurs at least this often in the training split", *positive)
     max_vocab: int = opt(8000, "at most this many cl100k tokens (bytes and specials come on top)", *positive)
-    string_placeholders: bool = opt(False, "replace quoted literals of the description, and the same literals in "
+    string_placeholders: bool = opt(True, "replace quoted literals of the description, and the same literals in "
                                            "the code, by _STR:0_, _STR:1_ ... (restored after decoding; "
                                            "recorded in the tokenizer file)")
-    name_placeholders: bool = opt(False, "also replace code-like names of the description (snake_case, camelCase, "
+    name_placeholders: bool = opt(True, "also replace code-like names of the description (snake_case, camelCase, "
                                          "with digits) and their occurrences in the code by _ID:0_ ... "
                                          "(needs string_placeholders)")
-    rare_words: int = opt(0, "with name_placeholders, a plain word of the description (toks, hextet) is a name "
+    rare_words: int = opt(20, "with name_placeholders, a plain word of the description (toks, hextet) is a name "
                              "too when fewer than this many training descriptions contain it; 0 = code-like "
                              "names only", *non_negative)
-    placeholder_tokens: bool = opt(False, "make each placeholder one token (cl100k spells _ID:12_ as 5) and let "
+    placeholder_tokens: bool = opt(True, "make each placeholder one token (cl100k spells _ID:12_ as 5) and let "
                                           "decoding emit only the placeholders its source holds "
                                           "(needs string_placeholders)")
 
@@ -147,7 +162,7 @@ class ModelConfig:
                                    "for small data", *fraction)
     positions: Literal["sinusoidal", "learned"] = opt("sinusoidal", "position encoding")
     max_len: int = opt(512, "longest source or target sequence the model accepts (tokens)", *positive)
-    copy: bool = opt(False, "pointer-generator (See et al. 2017): the decoder can copy source tokens "
+    copy: bool = opt(True, "pointer-generator (See et al. 2017): the decoder can copy source tokens "
                             "(names, strings) into the output; the model then outputs log-probabilities")
 
     def validate(self) -> list[str]:
@@ -161,21 +176,21 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, evaluation during training, and early stopping."""
 
-    max_steps: int = opt(2000, "optimizer steps to train for (upper bound, early stopping may end sooner)", *positive)
-    batch_tokens: int = opt(4096, "token budget of one batch (source + target tokens, padding included)", *positive)
+    max_steps: int = opt(1300, "optimizer steps to train for (upper bound, early stopping may end sooner)", *positive)
+    batch_tokens: int = opt(2048, "token budget of one batch (source + target tokens, padding included)", *positive)
     accumulate: int = opt(1, "batches whose gradients are summed before one optimizer step", *positive)
-    lr: float = opt(1e-3, "peak learning rate", *positive)
+    lr: float = opt(2e-3, "peak learning rate", *positive)
     schedule: Literal["inverse_sqrt", "cosine"] = opt("inverse_sqrt", "decay after warmup")
-    warmup_steps: int = opt(200, "linear warmup steps", *non_negative)
+    warmup_steps: int = opt(150, "linear warmup steps", *non_negative)
     min_lr_ratio: float = opt(0.1, "cosine: final lr as a share of the peak", *fraction)
     weight_decay: float = opt(0.01, "AdamW decay (never applied to norms, biases, embeddings)", *non_negative)
     beta1: float = opt(0.9, "AdamW beta1", *fraction)
     beta2: float = opt(0.98, "AdamW beta2", *fraction)
     label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy", *fraction)
     clip_norm: float = opt(1.0, "gradient clipping by global norm (0 = off)", *non_negative)
-    eval_every: int = opt(250, "steps between dev evaluations (loss, greedy BLEU, exact match)", *positive)
-    eval_examples: int = opt(0, "dev pairs decoded at each evaluation (0 = all)", *non_negative)
-    eval_max_len: int = opt(160, "longest decode during dev evaluation (tokens)", *positive)
+    eval_every: int = opt(325, "steps between dev evaluations (loss, greedy BLEU, exact match)", *positive)
+    eval_examples: int = opt(500, "dev pairs decoded at each evaluation (0 = all)", *non_negative)
+    eval_max_len: int = opt(128, "longest decode during dev evaluation (tokens)", *positive)
     eval_beam_size: int = opt(1, "beam width of the dev decode (1 = greedy, the fast default)", *positive)
     patience: int = opt(0, "stop after this many evaluations without a better dev BLEU (0 = never)", *non_negative)
     ema_decay: float = opt(0.0, "exponential moving average of the weights, used for dev scores and the saved "
@@ -219,25 +234,25 @@ RERANK_CHOICES: tuple[str, ...] = typing.get_args(Rerank)
 class EvaluateConfig:
     """Decoding the test split and scoring it against the retrieval baseline."""
 
-    beam_size: int = opt(1, "beam width for the test decode (1 = greedy)", *positive)
+    beam_size: int = opt(8, "beam width for the test decode (1 = greedy)", *positive)
     length_penalty: float = opt(0.6, "GNMT length penalty alpha used by beam search", *non_negative)
     max_len_a: float = opt(0.0, "longest output grows by this many tokens per source token (fairseq's max_len_a)", *non_negative)
     max_len_b: int = opt(200, "longest output = max_len_a * source tokens + max_len_b (capped by model.max_len)", *positive)
-    rerank: Rerank = opt("none", "syntax: output the best-scoring hypothesis of the beam that is valid Python "
+    rerank: Rerank = opt("lexical", "syntax: output the best-scoring hypothesis of the beam that is valid Python "
                                  "(else the best one); lexical: the same, with each score lowered by how far "
                                  "the hypothesis strays from its description's words (nmt/rerank.py)")
     rerank_missing: float = opt(2.0, "lexical rerank: weight of the description's words a hypothesis leaves out "
                                      "(tuned on the Django dev split)", *non_negative)
     rerank_unexplained: float = opt(1.0, "lexical rerank: weight of a hypothesis's words its description does "
                                          "not hold", *non_negative)
-    rerank_repeated: float = opt(1.0, "lexical rerank: weight of names a hypothesis repeats more often than its "
+    rerank_repeated: float = opt(2.0, "lexical rerank: weight of names a hypothesis repeats more often than its "
                                       "description does", *non_negative)
     rerank_reconstruction: float = opt(0.0, "lexical rerank: weight of log P(description | hypothesis) under the "
                                             "reverse model (needs reverse.max_steps > 0; 0 = off)", *non_negative)
-    literal_prefixes: bool = opt(False, "give a literal that the description calls a raw string (bytes string) "
+    literal_prefixes: bool = opt(True, "give a literal that the description calls a raw string (bytes string) "
                                         "its r (b) prefix when the output lacks one")
     batch_size: int = opt(64, "sources decoded together", *positive)
-    n_examples: int = opt(8, "rows of the example table (fixed sample of the test split)", *non_negative)
+    n_examples: int = opt(6, "rows of the example table (fixed sample of the test split)", *non_negative)
 
 
 # The evaluate options that say how to decode: the export records them (config.json "decoding"),

@@ -62,8 +62,8 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
         s = s.replace("|", "\\|").replace("\n", "<br>")
         return f"`{s}`" if s and "`" not in s else s
 
-    lines = ["| input | reference | prediction |", "|---|---|---|"]
-    lines += [f"| {r['input'].replace('|', chr(92) + '|')} | {cell(r['reference'])} | {cell(r['prediction'])} |"
+    lines = ["| description | generated | reference |", "|---|---|---|"]
+    lines += [f"| {r['input'].replace('|', chr(92) + '|')} | {cell(r['prediction'])} | {cell(r['reference'])} |"
               for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -112,7 +112,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     rows = example_rows(nl, refs, predictions, params.evaluate.n_examples, params.seed)
     atomic_write_text(paths.examples_md, markdown_table(rows))
     plots.examples_table(rows, paths.examples_png)
-    atomic_write_json(paths.metrics, scores)
+    atomic_write_json(paths.metrics, {"split": "test", **scores})  # the reported split (stats.json: roles)
     with Run.resume(paths.run_file, params.mlflow) as run:  # the training run: one run, the whole story
         run.log_metrics({f"test_{k}": v for k, v in scores.items()})
         run.log_table({"nl": nl, "reference": refs, "prediction": predictions, "baseline": baseline},

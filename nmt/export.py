@@ -121,9 +121,10 @@ def register(params: Params, paths: Paths) -> None:
             return
         decode_defaults = decoding_of(params.evaluate)
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
-        result = log_and_register_model(paths.out, params.export.name, read_json(paths.eval_metrics)["bleu"],
-                                        decode_defaults)
+        result = log_and_register_model(paths.out, params.export.name, read_json(paths.train_metrics)["best_dev_bleu"],
+                                        read_json(paths.eval_metrics)["bleu"], decode_defaults)
     verdict = ("is the new champion" if result["promoted"] else
-               f"stays behind champion v{result['champion_version']} (test BLEU {result['champion_test_bleu']:.2f})")
+               f"stays behind champion v{result['champion_version']} "
+               f"(selection-split BLEU {result['champion_select_bleu']:.2f})")
     print(f"export: registered {result['name']} v{result['version']} ({result['model_uri']}); it {verdict}",
           file=sys.stderr)

@@ -346,11 +346,14 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_REQUIREMENTS]
 
 
-def log_and_register_model(model_dir: Path, name: str, test_bleu: float, decode_defaults: dict[str, Any]) -> dict:
+def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_bleu: float,
+                           decode_defaults: dict[str, Any]) -> dict:
     """Log ``model_dir`` as a pyfunc in the active run, register it as ``name``, maybe promote it.
 
-    The new version gets the alias ``champion`` when its test BLEU beats the current champion's
-    (or there is none). Returns what happened, for the stage's log.
+    The new version gets the alias ``champion`` when its selection-split BLEU (the dev BLEU of its
+    best checkpoint) beats the current champion's, or there is none. The test BLEU is recorded as a
+    tag but never decides: a figure is not chosen on the split it reports. Returns what happened,
+    for the stage's log.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -371,18 +374,19 @@ def log_and_register_model(model_dir: Path, name: str, test_bleu: float, decode_
     )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, version, "select_bleu", f"{select_bleu:.4f}")
     client.set_model_version_tag(name, version, "test_bleu", f"{test_bleu:.4f}")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-        champion_bleu = float(champion.tags.get("test_bleu", "-inf"))
+        champion_bleu = float(champion.tags.get("select_bleu", "-inf"))
     except MlflowException:  # no champion yet
         champion, champion_bleu = None, float("-inf")
-    promoted = test_bleu > champion_bleu
+    promoted = select_bleu > champion_bleu
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return {"name": name, "version": version, "model_uri": info.model_uri, "promoted": promoted,
-            "champion_version": version if promoted else str(champion.version), "champion_test_bleu":
-            test_bleu if promoted else champion_bleu}
+            "champion_version": version if promoted else str(champion.version), "champion_select_bleu":
+            select_bleu if promoted else champion_bleu}
 
 
 # --------------------------------------------------------------------------- reading the store

@@ -683,6 +683,7 @@ def _evaluate_if_due(step: int, lr: float, scored: Transformer, dev: DevSet, tok
 def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run, d: Dist) -> dict:
     train_time = max(progress.train_time, 1e-9)
     return {
+        "split": "dev",  # the best_dev_* scores: the selection split (data/raw/stats.json: roles)
         "best_dev_bleu": progress.best["dev_bleu"],
         "best_dev_exact_match": progress.best["dev_exact_match"],
         "best_step": progress.best["step"],

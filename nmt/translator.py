@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,11 @@ class DecodeSettings:
         return self.rerank == "lexical" and self.rerank_reconstruction > 0
 
 
-# What the decoding options a caller leaves out default to, unless the model directory says otherwise.
-BUILTIN_DECODING = decoding_of(EvaluateConfig())  # greedy, lp 0.6, max_len_a 0, max_len_b 200, no rerank
+# What the decoding options a caller leaves out default to, unless the model directory says otherwise:
+# plain greedy search without reranking (which needs an export's lexicon), whatever the evaluate
+# section of params.yaml now defaults to, so exports without decoding defaults decode as they did.
+BUILTIN_DECODING = decoding_of(replace(EvaluateConfig(), beam_size=1, rerank="none", literal_prefixes=False,
+                                      rerank_reconstruction=0.0, max_len_a=0.0, max_len_b=200))
 
 
 def resolve_device(name: str) -> torch.device:

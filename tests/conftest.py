@@ -80,13 +80,18 @@ def tiny_export(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- a real DVC repo
+# Every lever is set here, off, whatever params.yaml's default: the tests turn them on one by one.
 TINY = {
     "data": {"source": "jsonl", "max_code_tokens": 64},
-    "tokenize": {"min_freq": 1},
-    "model": {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "max_len": 64},
+    "tokenize": {"min_freq": 1, "string_placeholders": False, "name_placeholders": False, "rare_words": 0,
+                 "placeholder_tokens": False},
+    "model": {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "max_len": 64,
+              "dropout": 0.1, "word_dropout": 0.0, "copy": False},
     "train": {"max_steps": 40, "batch_tokens": 600, "warmup_steps": 10, "lr": 3e-3, "eval_every": 20,
-              "eval_max_len": 16, "threads": 1},
-    "evaluate": {"max_len_b": 16, "n_examples": 3},
+              "eval_examples": 200, "eval_max_len": 16, "threads": 1, "ema_decay": 0.0, "patience": 0},
+    "reverse": {"max_steps": 0},
+    "evaluate": {"max_len_b": 16, "n_examples": 3, "beam_size": 4, "rerank": "none", "literal_prefixes": False,
+                 "rerank_reconstruction": 0.0},
     "mlflow": {"system_metrics_interval_s": 1.0},
 }
 

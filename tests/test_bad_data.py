@@ -174,9 +174,10 @@ def test_django_and_concode_local_files_report_bad_lines(tmp_path: Path) -> None
     django.mkdir()
     (django / "train.jsonl").write_bytes(good_lines(20) + b"oops\n")
     (django / "dev.jsonl").write_bytes(good_lines(2))
-    cfg = DataConfig(source="django", max_bad_fraction=0.1, django=DjangoConfig(local_dir=str(django)))
+    cfg = DataConfig(source="django", max_bad_fraction=0.1, select_size=5,
+                     django=DjangoConfig(origin="local", local_dir=str(django)))
     stats = prepare_data(cfg, tmp_path / "out1")
-    assert stats["test_is_dev"] and stats["bad_lines"]["train"]["kinds"] == {"invalid_json": 1}
+    assert stats["origins"]["test"] == "dev pairs" and stats["bad_lines"]["train"]["kinds"] == {"invalid_json": 1}
 
     concode = tmp_path / "concode"
     concode.mkdir()
@@ -185,7 +186,7 @@ def test_django_and_concode_local_files_report_bad_lines(tmp_path: Path) -> None
     (concode / "test.json").write_bytes(good_lines(19) + b'{"nl": "no code"}\n')
     cfg = DataConfig(source="concode", max_bad_fraction=0.1, concode=ConcodeConfig(local_dir=str(concode)))
     stats = prepare_data(cfg, tmp_path / "out2")
-    assert not stats["test_is_dev"] and stats["counts"]["test"] == 19
+    assert stats["note"] == "" and stats["counts"]["test"] == 19
     assert stats["bad_lines"]["test"]["kinds"] == {"code_missing": 1}
 
 

@@ -87,3 +87,10 @@ def test_a_stage_with_bad_params_exits_2_naming_the_key_before_any_work(tmp_path
 def test_missing_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_declared_defaults_are_the_values_params_yaml_runs_with():
+    """One source of defaults: `nmt params` and a key left out of params.yaml give what a run uses."""
+    in_file = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
+    declared = {key: eval(default) for key, default, _ in describe()}  # repr() of each default
+    assert {k: v for k, v in in_file.items() if declared[k] != v} == {}

@@ -46,10 +46,10 @@ def _decoder_states(model: Transformer, tgt_in, memory, src_mask) -> torch.Tenso
 
 
 # --------------------------------------------------------------------------- the distribution
-def test_copy_option_is_off_by_default_and_read_from_params():
-    assert ModelConfig().copy is False
-    assert params_from_dict({}).model.copy is False
+def test_copy_option_is_read_from_params():
+    assert params_from_dict({}).model.copy is ModelConfig().copy  # the declared default
     assert params_from_dict({"model": {"copy": True}}).model.copy is True
+    assert params_from_dict({"model": {"copy": False}}).model.copy is False
     assert tiny().pointer is None and tiny(copy=True).pointer is not None
 
 

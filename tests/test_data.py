@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import json
+import lzma
 import shutil
 import socket
 import textwrap
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig, StdlibConfig
+from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig, StdlibConfig, params_from_dict
 from nmt.data import concode, django, stdlib
 from nmt.data.prepare import prepare_data, token_lengths
-from nmt.errors import DataError
+from nmt.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -256,30 +257,90 @@ def test_real_stdlib_gives_thousands_of_pairs_deterministically() -> None:
 
 # --------------------------------------------------------------------------- django
 def test_django_local_dir_with_test_split(tmp_path: Path) -> None:
-    cfg = DataConfig(source="django", max_nl_tokens=20, django=DjangoConfig(local_dir=str(FIXTURES / "django")))
+    cfg = DataConfig(source="django", max_nl_tokens=20,
+                     django=DjangoConfig(origin="local", local_dir=str(FIXTURES / "django")))
     stats = prepare_data(cfg, tmp_path)
     # The long train description is dropped; the long dev one stays (limits are train-only here).
     assert stats["counts"] == {"train": 3, "dev": 2, "test": 3}
     assert stats["dropped"]["train"]["max_nl_tokens"] == 1
     assert stats["dropped"]["dev"]["total"] == 0
-    assert stats["test_is_dev"] is False
+    assert stats["roles"] == {"train": "training", "dev": "selection", "test": "report"}
+    assert stats["origins"]["test"] == "test split of the source"
     assert read_split(tmp_path / "test.jsonl")[0] == {"nl": "call the method self.close.", "code": "self . close ( )"}
 
 
-def test_django_local_dir_without_test_uses_dev(tmp_path: Path) -> None:
+def django_without_test(tmp_path: Path) -> Path:
+    """A local Django directory holding only the fixture's train.jsonl and dev.jsonl."""
     local = tmp_path / "django"
     local.mkdir()
     for name in ("train.jsonl", "dev.jsonl"):
         shutil.copy(FIXTURES / "django" / name, local / name)
-    stats = prepare_data(DataConfig(source="django", django=DjangoConfig(local_dir=str(local))), tmp_path / "out")
-    assert stats["test_is_dev"] is True
-    assert "test.jsonl" in stats["note"] and "dev" in stats["note"]
-    assert (tmp_path / "out" / "test.jsonl").read_bytes() == (tmp_path / "out" / "dev.jsonl").read_bytes()
+    return local
+
+
+def test_django_local_dir_without_test_selects_on_the_end_of_train(tmp_path: Path) -> None:
+    local = django_without_test(tmp_path)
+    cfg = DataConfig(source="django", select_size=1, django=DjangoConfig(origin="local", local_dir=str(local)))
+    stats = prepare_data(cfg, tmp_path / "out")
+    train = read_split(local / "train.jsonl")
+    assert read_split(tmp_path / "out" / "dev.jsonl") == train[-1:]  # the selection split: train's tail
+    assert read_split(tmp_path / "out" / "train.jsonl") == train[:-1]
+    assert read_split(tmp_path / "out" / "test.jsonl") == read_split(local / "dev.jsonl")  # dev reports
+    assert stats["origins"] == {"train": "train pairs 1-3", "dev": "train pairs 4-4", "test": "dev pairs"}
+    assert "test.jsonl" in stats["note"] and "selection" in stats["note"]
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
 
 
+def test_a_selection_split_larger_than_train_names_the_param(tmp_path: Path) -> None:
+    local = django_without_test(tmp_path)
+    cfg = DataConfig(source="django", select_size=4, django=DjangoConfig(origin="local", local_dir=str(local)))
+    with pytest.raises(DataError, match=r"train has 4 pairs and data\.select_size is 4"):
+        prepare_data(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_django_pairs_are_the_default_and_match_their_provenance(tmp_path: Path) -> None:
+    params = params_from_dict({})
+    assert params.data.source == "django" and params.data.django.origin == "shipped"
+    provenance = (django.SHIPPED_DIR / "PROVENANCE.md").read_text()
+    for name, digest in django.SHIPPED_SHA256.items():
+        path = django.SHIPPED_DIR / name
+        assert hashlib.sha256(lzma.decompress(path.read_bytes())).hexdigest() == digest
+        assert digest in provenance and hashlib.sha256(path.read_bytes()).hexdigest() in provenance
+    assert (django.SHIPPED_DIR / "LICENSE").read_text().startswith("MIT License")
+    stats = prepare_data(params.data, tmp_path)
+    assert stats["counts"]["test"] == 1_000 and stats["counts"]["dev"] == 1_000
+    assert stats["counts"]["train"] + stats["dropped"]["train"]["total"] == 15_000
+    assert stats["origins"] == {"train": "train pairs 1-15000", "dev": "train pairs 15001-16000", "test": "dev pairs"}
+    dev, test = (read_split(tmp_path / f"{s}.jsonl") for s in ("dev", "test"))
+    assert test[0] == {"nl": "define the function strip_tags with an argument value.", "code": "def strip_tags ( value ) :"}
+    assert not ({json.dumps(r) for r in dev} & {json.dumps(r) for r in test})  # select and report are disjoint
+
+
+def test_a_changed_shipped_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = tmp_path / "corpora"
+    shipped.mkdir()
+    for name in django.SHIPPED_SHA256:
+        shutil.copy(django.SHIPPED_DIR / name, shipped / name)
+    (shipped / "dev.jsonl.xz").write_bytes(lzma.compress(b'{"nl": "a", "code": "b"}\n'))
+    monkeypatch.setattr(django, "SHIPPED_DIR", shipped)
+    with pytest.raises(DataError, match=r"dev\.jsonl\.xz: sha256 .*changed.*data\.django\.origin"):
+        prepare_data(DataConfig(source="django"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("django_params", "problem"), [
+    ({"origin": "local"}, r"data\.django\.local_dir: required when data\.django\.origin is 'local'"),
+    ({"local_dir": "x"}, r"data\.django\.local_dir: only read with data\.django\.origin: local"),
+    ({"origin": "web"}, r"data\.django\.origin"),
+])
+def test_django_origin_and_local_dir_must_agree(django_params: dict, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        params_from_dict({"data": {"source": "django", "django": django_params}})
+
+
 def test_django_missing_local_dir_names_the_param(tmp_path: Path) -> None:
-    cfg = DataConfig(source="django", django=DjangoConfig(local_dir=str(tmp_path / "nope")))
+    cfg = DataConfig(source="django", django=DjangoConfig(origin="local", local_dir=str(tmp_path / "nope")))
     with pytest.raises(DataError, match=r"data\.django\.local_dir"):
         prepare_data(cfg, tmp_path / "out")
 
@@ -316,9 +377,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_django_download_splits_in_file_order(tmp_path: Path, django_server: str) -> None:
-    stats = prepare_data(DataConfig(source="django"), tmp_path)
+    stats = prepare_data(DataConfig(source="django", django=DjangoConfig(origin="download")), tmp_path)
     assert stats["counts"] == {"train": 16_000, "dev": 1_000, "test": 1_805}
-    assert stats["test_is_dev"] is False
+    assert stats["note"] == ""
     assert read_split(tmp_path / "train.jsonl")[0] == {"nl": "anno 0", "code": "code_0 = 0"}
     assert read_split(tmp_path / "dev.jsonl")[0] == {"nl": "anno 16000", "code": "code_16000 = 16000"}
     assert read_split(tmp_path / "test.jsonl")[-1] == {"nl": "anno 18804", "code": "code_18804 = 18804"}
@@ -327,15 +388,15 @@ def test_django_download_splits_in_file_order(tmp_path: Path, django_server: str
 def test_django_download_rejects_a_sha256_mismatch(tmp_path: Path, django_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(django.SHA256, "all.code", "0" * 64)
     with pytest.raises(DataError, match=r"sha256.*data\.django\.local_dir"):
-        prepare_data(DataConfig(source="django"), tmp_path / "out")
+        prepare_data(DataConfig(source="django", django=DjangoConfig(origin="download")), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_django_unreachable_download_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int) -> None:
     monkeypatch.setattr(django, "BASE_URL", f"http://127.0.0.1:{closed_port}/django")
     start = time.monotonic()
-    with pytest.raises(DataError, match=r"data\.django\.local_dir"):
-        prepare_data(DataConfig(source="django"), tmp_path / "out")
+    with pytest.raises(DataError, match=r"data\.django\.origin"):
+        prepare_data(DataConfig(source="django", django=DjangoConfig(origin="download")), tmp_path / "out")
     assert time.monotonic() - start < 5
     assert not (tmp_path / "out").exists()
 
@@ -345,7 +406,7 @@ def test_concode_local_dir(tmp_path: Path) -> None:
     cfg = DataConfig(source="concode", concode=ConcodeConfig(local_dir=str(FIXTURES / "concode")))
     stats = prepare_data(cfg, tmp_path)
     assert stats["counts"] == {"train": 3, "dev": 2, "test": 2}
-    assert stats["test_is_dev"] is False
+    assert stats["note"] == ""
     assert read_split(tmp_path / "test.jsonl")[1]["code"] == "void function ( ) { count = 0 ; }"
 
 
@@ -358,12 +419,13 @@ def copy_concode(tmp_path: Path, test_lines: list[dict]) -> Path:
     return local
 
 
-def test_concode_test_without_code_uses_dev(tmp_path: Path) -> None:
+def test_concode_test_without_code_selects_on_the_end_of_train(tmp_path: Path) -> None:
     local = copy_concode(tmp_path, [{"nl": "Returns the size."}, {"nl": "Resets.", "code": ""}])
-    stats = prepare_data(DataConfig(source="concode", concode=ConcodeConfig(local_dir=str(local))), tmp_path / "out")
-    assert stats["test_is_dev"] is True
-    assert "test.json" in stats["note"]
-    assert (tmp_path / "out" / "test.jsonl").read_bytes() == (tmp_path / "out" / "dev.jsonl").read_bytes()
+    cfg = DataConfig(source="concode", select_size=1, concode=ConcodeConfig(local_dir=str(local)))
+    stats = prepare_data(cfg, tmp_path / "out")
+    assert "test.json" in stats["note"] and stats["origins"]["test"] == "dev pairs"
+    assert read_split(tmp_path / "out" / "test.jsonl") == read_split(local / "dev.json")
+    assert read_split(tmp_path / "out" / "dev.jsonl") == read_split(local / "train.json")[-1:]
 
 
 def test_concode_test_with_some_code_missing_names_the_line(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def export_with(tiny_export: Path, tmp_path: Path, decoding) -> Path:
 def test_an_export_without_decoding_defaults_decodes_as_before(tiny_export):
     assert Translator.from_pretrained(tiny_export, device="cpu").decoding == BUILTIN_DECODING == {
         "beam_size": 1, "length_penalty": 0.6, "max_len_a": 0.0, "max_len_b": 200, "rerank": "none",
-        "rerank_missing": 2.0, "rerank_unexplained": 1.0, "rerank_repeated": 1.0, "rerank_reconstruction": 0.0,
+        "rerank_missing": 2.0, "rerank_unexplained": 1.0, "rerank_repeated": 2.0, "rerank_reconstruction": 0.0,
         "literal_prefixes": False}
 
 

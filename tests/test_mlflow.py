@@ -95,7 +95,9 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
     champion = client.get_model_version_by_alias("nmt-text2code", "champion")
     assert champion.run_id == training_run(root, client).info.run_id
     evaluation = json.loads((root / "metrics/eval.json").read_text())
+    trained = json.loads((root / "metrics/train.json").read_text())
     assert float(champion.tags["test_bleu"]) == pytest.approx(evaluation["bleu"], abs=1e-4)
+    assert float(champion.tags["select_bleu"]) == pytest.approx(trained["best_dev_bleu"], abs=1e-4)
     import mlflow
     import torch
 
@@ -104,7 +106,7 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
     assert "tiktoken==" in requirements and "mlflow==" in requirements
 
 
-def test_champion_moves_only_to_a_better_test_bleu(pipeline_repo, monkeypatch, tmp_path):
+def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(pipeline_repo, monkeypatch, tmp_path):
     import mlflow
 
     from nmt.tracking import log_and_register_model
@@ -115,9 +117,10 @@ def test_champion_moves_only_to_a_better_test_bleu(pipeline_repo, monkeypatch, t
     decode = {"beam_size": 1, "max_len_b": 8, "length_penalty": 0.6}
     results = []
     mlflow.set_experiment("champion-test")
-    for bleu in (10.0, 5.0, 12.0):
+    # (selection BLEU, test BLEU): the second has the best test score, and must not win on it.
+    for select_bleu, test_bleu in ((10.0, 10.0), (5.0, 50.0), (12.0, 1.0)):
         with mlflow.start_run():
-            results.append(log_and_register_model(root / "models/export", name, bleu, decode))
+            results.append(log_and_register_model(root / "models/export", name, select_bleu, test_bleu, decode))
     assert [r["promoted"] for r in results] == [True, False, True]
     assert results[1]["champion_version"] == results[0]["version"]
     assert str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version) == results[2]["version"]

@@ -28,6 +28,11 @@ def test_repro_writes_every_declared_output(pipeline_repo):
                 "baseline_bleu", "baseline_exact_match"):
         assert key in evaluation
     assert evaluation["n"] == 12
+    # Each metrics file names the split it scores; stats.json says which one selects and which reports.
+    assert evaluation["split"] == "test"
+    assert json.loads((root / "metrics/train.json").read_text())["split"] == "dev"
+    assert json.loads((root / "data/raw/stats.json").read_text())["roles"] == {
+        "train": "training", "dev": "selection", "test": "report"}
     assert evaluation["beam_size"] > 1  # the shipped default decodes with beam search ...
     assert {"greedy_bleu", "greedy_exact_match"} <= set(evaluation)  # ... and greedy stands beside it
     predictions = [json.loads(l) for l in (root / "data/eval/predictions.jsonl").read_text().splitlines()]

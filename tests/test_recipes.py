@@ -21,9 +21,9 @@ def test_the_django_recipe_is_valid_over_params_yaml():
     recipe = recipes.load_recipe("django", REPO)
     assert set(flatten(recipe)) <= {key for key, _, _ in describe()}
     params = recipes.recipe_params(recipe, REPO / "params.yaml", "recipes/django.yaml")
-    assert params.data.source == "django" and params.data.django.local_dir == "../shared/data/django"
+    assert params.data.source == "django" and params.data.django.origin == "shipped"  # no ../shared needed
     assert params.tokenize.string_placeholders and params.train.ema_decay > 0 and params.evaluate.rerank == "lexical"
-    assert params.train.eval_examples == 0  # the whole dev split
+    assert params.train.eval_examples == 0  # the whole selection split
 
 
 def test_the_concode_recipe_is_valid_and_reads_java_from_the_hub_or_a_local_dir():
@@ -77,7 +77,7 @@ def test_the_command_prints_and_runs_dvc_exp_run(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     recipes.main(["django"])
     printed = capsys.readouterr().out
-    assert printed.startswith("dvc exp run -n django -S data.source=django -S data.django.local_dir=../shared/data/django")
+    assert printed.startswith("dvc exp run -n django -S data.source=django -S data.django.origin=shipped")
     calls = []
     monkeypatch.setattr(recipes.subprocess, "call", lambda argv: calls.append(argv) or 0)
     with pytest.raises(SystemExit) as e:

@@ -5,10 +5,10 @@ validation, 2,000 test), or from ``data.concode.local_dir`` holding CodeXGLUE's 
 ``train.json``/``dev.json``/``test.json`` (JSON lines with ``nl`` and ``code``).
 
 CodeXGLUE has at times published its test set without the reference code. A test split in which
-no line has non-empty ``code`` is therefore not an error: dev stands in for it and ``stats.json``
-says so (``test_is_dev``). In a test split where only some lines lack code those lines are bad
-lines: skipped and counted, and the stage fails naming the first one when they are more than
-``data.max_bad_fraction``.
+no line has non-empty ``code`` is therefore not an error: dev becomes the test split, the end of
+train the selection split, and ``stats.json`` says so. In a test split where only some lines lack
+code those lines are bad lines: skipped and counted, and the stage fails naming the first one when
+they are more than ``data.max_bad_fraction``.
 
 The hub is checked for reachability first (and ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` are
 honoured), so an offline machine fails in seconds with a pointer to ``data.concode.local_dir``
@@ -39,13 +39,13 @@ NO_CODE = frozenset({"code_missing", "code_not_string", "code_empty"})
 LOCAL_DIR_HINT = "set data.concode.local_dir to a directory with CodeXGLUE's train.json, dev.json and test.json"
 
 
-def load(cfg: ConcodeConfig) -> SourceData:
+def load(cfg: ConcodeConfig, select_size: int) -> SourceData:
     if cfg.local_dir:
-        return load_local_dir(project_path(cfg.local_dir))
-    return load_hub(cfg.hub_timeout_s)
+        return load_local_dir(project_path(cfg.local_dir), select_size)
+    return load_hub(cfg.hub_timeout_s, select_size)
 
 
-def load_local_dir(directory: Path) -> SourceData:
+def load_local_dir(directory: Path, select_size: int) -> SourceData:
     if not directory.is_dir():
         raise DataError(f"{directory}: directory not found (data.concode.local_dir)")
     train = read_pairs(directory / "train.json")
@@ -53,12 +53,12 @@ def load_local_dir(directory: Path) -> SourceData:
     test_path = directory / "test.json"
     test = read_pairs(test_path)
     if not test.pairs and all(kind in NO_CODE for kind in test.report.bad):
-        return SourceData.dev_as_test(train, dev, f"{test_path} has no reference code")
+        return SourceData.select_from_train(train, dev, select_size, f"{test_path} has no reference code")
     # Some lines have code: the others are bad lines, counted against data.max_bad_fraction.
     return SourceData.from_files({"train": train, "dev": dev, "test": test})
 
 
-def load_hub(timeout_s: float) -> SourceData:
+def load_hub(timeout_s: float, select_size: int) -> SourceData:
     """Load the dataset with the ``datasets`` library, after checking that the hub can be reached."""
     check_hub_reachable(timeout_s)
     import datasets  # slow to import, and only this path needs it
@@ -73,7 +73,7 @@ def load_hub(timeout_s: float) -> SourceData:
     }
     if not any(_has_code(pair.code) for pair in splits["test"]):
         reason = f"the hub's {HUB_SPLITS['test']!r} split has no reference code"
-        return SourceData.dev_as_test(splits["train"], splits["dev"], reason)
+        return SourceData.select_from_train(splits["train"], splits["dev"], select_size, reason)
     return SourceData(splits)
 
 

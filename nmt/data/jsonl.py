@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -74,26 +75,49 @@ class FileRead(NamedTuple):
 
 @dataclass(frozen=True)
 class SourceData:
-    """What a source yields: the three splits, plus facts about them for ``stats.json``."""
+    """What a source yields: the three splits, plus facts about them for ``stats.json``.
+
+    ``dev`` is the selection split (best checkpoint, early stopping, reranker weights, thresholds)
+    and ``test`` the reported one; ``origins`` says where each came from.
+    """
 
     splits: dict[str, list[Pair]]
-    test_is_dev: bool = False
     note: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, LineReport] = field(default_factory=dict)  # per split, for sources read from files
+    origins: dict[str, str] = field(default_factory=dict)  # split -> where its pairs came from, for stats.json
 
     @classmethod
     def from_files(cls, reads: dict[str, FileRead]) -> SourceData:
         return cls({s: r.pairs for s, r in reads.items()}, reports={s: r.report for s, r in reads.items()})
 
     @classmethod
-    def dev_as_test(cls, train: FileRead | list[Pair], dev: FileRead | list[Pair], reason: str) -> SourceData:
-        """A source without a usable test set: dev doubles as test, and stats.json says so."""
-        note = f"{reason}: the test split is a copy of dev, so test scores are dev scores"
+    def select_from_train(
+        cls, train: FileRead | list[Pair], dev: FileRead | list[Pair], size: int, reason: str
+    ) -> SourceData:
+        """A source without a usable test set: its dev pairs become the test split, and the last
+        ``size`` train pairs the selection split, so nothing is chosen on the reported pairs.
+
+        The tail rather than a random sample: benchmark files are ordered by source file, so the tail
+        holds whole files the model never trains on, as the real dev and test splits do.
+        """
+        train_pairs = train.pairs if isinstance(train, FileRead) else list(train)
+        dev_pairs = dev.pairs if isinstance(dev, FileRead) else list(dev)
+        if len(train_pairs) <= size:
+            raise DataError(f"{reason}, so the selection split is carved from the end of train, but train has "
+                            f"{len(train_pairs)} pairs and data.select_size is {size}; lower data.select_size")
+        cut = len(train_pairs) - size
+        reports = {}
         if isinstance(train, FileRead) and isinstance(dev, FileRead):
-            data = cls.from_files({"train": train, "dev": dev, "test": dev})
-            return cls(data.splits, test_is_dev=True, note=note, reports=data.reports)
-        return cls({"train": list(train), "dev": list(dev), "test": list(dev)}, test_is_dev=True, note=note)
+            reports = {"train": train.report, "dev": train.report, "test": dev.report}
+        return cls(
+            {"train": train_pairs[:cut], "dev": train_pairs[cut:], "test": dev_pairs},
+            note=f"{reason}: the last {size} train pairs are the selection split (dev) and the dev pairs "
+                 "are the test split",
+            reports=reports,
+            origins={"train": f"train pairs 1-{cut}", "dev": f"train pairs {cut + 1}-{len(train_pairs)}",
+                     "test": "dev pairs"},
+        )
 
 
 def read_pairs(path: Path) -> FileRead:
@@ -101,19 +125,24 @@ def read_pairs(path: Path) -> FileRead:
     dropped), and a report of the bad lines skipped. Blank lines are skipped; an empty file is an error."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    report = LineReport(str(path))
-    pairs = []
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            report.lines += 1
-            try:
-                pairs.append(parse_pair(raw))
-            except BadLine as problem:
-                report.add_bad(lineno, problem)
+        return parse_lines(f, str(path))
+
+
+def parse_lines(lines: Iterable[bytes], name: str) -> FileRead:
+    """:func:`read_pairs` on lines already read (``name`` for the messages)."""
+    report = LineReport(name)
+    pairs = []
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        report.lines += 1
+        try:
+            pairs.append(parse_pair(raw))
+        except BadLine as problem:
+            report.add_bad(lineno, problem)
     if not report.lines:
-        raise DataError(f"{path}: no pairs (the file is empty); each line needs a JSON object with 'nl' and 'code'")
+        raise DataError(f"{name}: no pairs (the file is empty); each line needs a JSON object with 'nl' and 'code'")
     return FileRead(pairs, report)
 
 

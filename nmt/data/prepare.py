@@ -43,9 +43,9 @@ def load_source(cfg: DataConfig) -> SourceData:
     if cfg.source == "stdlib":
         return stdlib.load(cfg.stdlib)
     if cfg.source == "django":
-        return django.load(cfg.django)
+        return django.load(cfg.django, cfg.select_size)
     if cfg.source == "concode":
-        return concode.load(cfg.concode)
+        return concode.load(cfg.concode, cfg.select_size)
     if cfg.source == "jsonl":
         return jsonl.load(cfg.jsonl)
     raise DataError(f"data.source: unknown source {cfg.source!r} (known: {', '.join(LIMITED_SPLITS)})")
@@ -76,7 +76,10 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:
         # dropped where the length limits apply (the benchmarks' dev and test sets stay whole).
         "duplicates": {"dropped_from": list(limited) if cfg.drop_duplicates else [], "found": {}},
         "overlap": {},
-        "test_is_dev": data.test_is_dev,
+        # The protocol every figure follows: dev selects (checkpoint, early stopping, reranker weights,
+        # thresholds), test reports, and the two never share a pair drawn from the same file.
+        "roles": {"train": "training", "dev": "selection", "test": "report"},
+        "origins": data.origins or {split: f"{split} split of the source" for split in SPLITS},
         "note": data.note,
         **data.info,
         "tokens": {},
