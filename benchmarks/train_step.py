@@ -32,7 +32,8 @@ from nmt.model import Transformer, sinusoidal_table
 from nmt.train import make_optimizer, optimizer_step
 
 VOCAB, BATCH = 5000, 64
-SHAPE = ModelConfig(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, d_ff=1024, dropout=0.1, max_len=512)
+SHAPE = ModelConfig(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, d_ff=1024, dropout=0.1, max_len=512,
+                    copy=False)  # the plain Transformer nn.Transformer is compared with
 TRAIN = TrainConfig(lr=1e-4, warmup_steps=0, label_smoothing=0.1, clip_norm=1.0)
 PAD = 0
 

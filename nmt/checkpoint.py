@@ -18,6 +18,9 @@ FORMAT = "nmt-model"
 VERSION = 1
 CONFIG_KEYS = {"format", "version", "model", "vocab_size", "pad_id", "bos_id", "eos_id", "info", "decoding"}
 OPTIONAL_KEYS = {"info", "decoding"}  # decoding: the export's decoding defaults (nmt.config.DECODING_KEYS)
+# Model keys that configs written before the option existed lack, with the value those models were
+# built with: params.yaml's default may be another (copy is on by default now), the old weights are not.
+LEGACY_MODEL_KEYS = {"copy": False}
 
 
 def save_model(model: Transformer, weights_path: Path, config_path: Path, bos_id: int, eos_id: int,
@@ -52,7 +55,8 @@ def read_model_config(config_path: Path) -> dict[str, Any]:
     if raw["version"] != VERSION:
         raise ModelFileError(f"{config_path}: version {raw['version']!r}, this nmt reads version {VERSION}")
     problems: list[str] = []
-    raw["model"] = _build(ModelConfig, raw["model"], "model.", problems)
+    model = {**LEGACY_MODEL_KEYS, **raw["model"]} if isinstance(raw["model"], dict) else raw["model"]
+    raw["model"] = _build(ModelConfig, model, "model.", problems)
     if "decoding" in raw:
         raw["decoding"] = decoding_from_dict(raw["decoding"], "decoding.", problems)
     for key in ("vocab_size", "pad_id", "bos_id", "eos_id"):

@@ -49,14 +49,25 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+# The tokenize levers off, whatever params.yaml's default: tests turn on the ones they are about.
+PLAIN_TOKENIZE = {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,
+                  "placeholder_tokens": False}
+
+
+def plain_tokenize(**options: object):
+    """A TokenizeConfig with every placeholder lever off unless ``options`` turns it on."""
+    from nmt.config import TokenizeConfig
+
+    return TokenizeConfig(**{**PLAIN_TOKENIZE, **options})
+
+
 def tokenized_data(root: Path, sizes: tuple[int, int, int]) -> Path:
     """``root/tokenized`` of synthetic train, dev and test pairs, made in-process (no DVC, no download)."""
-    from nmt.config import TokenizeConfig
     from nmt.encode_data import tokenize_dataset
 
     for split, n, seed in zip(("train", "dev", "test"), sizes, (0, 1, 2)):
         write_jsonl(root / "raw" / f"{split}.jsonl", synthetic_pairs(n, seed))
-    tokenize_dataset(root / "raw", root / "tokenized", TokenizeConfig(min_freq=1))
+    tokenize_dataset(root / "raw", root / "tokenized", plain_tokenize(min_freq=1))
     return root / "tokenized"
 
 
@@ -72,7 +83,8 @@ def tiny_export(tmp_path_factory) -> Path:
     pairs = synthetic_pairs(50, seed=0)
     tok = Tokenizer.build([p["nl"] for p in pairs] + [p["code"] for p in pairs], min_freq=1, max_vocab=1000)
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64)
+    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64,
+                      copy=False)
     model = Transformer(cfg, tok.vocab_size, tok.pad_id)
     save_model(model, out / "model.safetensors", out / "config.json", tok.bos_id, tok.eos_id)
     tok.save(out / "tokenizer.json")
@@ -83,8 +95,7 @@ def tiny_export(tmp_path_factory) -> Path:
 # Every lever is set here, off, whatever params.yaml's default: the tests turn them on one by one.
 TINY = {
     "data": {"source": "jsonl", "max_code_tokens": 64},
-    "tokenize": {"min_freq": 1, "string_placeholders": False, "name_placeholders": False, "rare_words": 0,
-                 "placeholder_tokens": False},
+    "tokenize": {"min_freq": 1, **PLAIN_TOKENIZE},
     "model": {"d_model": 32, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 64, "max_len": 64,
               "dropout": 0.1, "word_dropout": 0.0, "copy": False},
     "train": {"max_steps": 40, "batch_tokens": 600, "warmup_steps": 10, "lr": 3e-3, "eval_every": 20,

@@ -127,7 +127,8 @@ def test_restrict_ablation_decodes_the_same_weights_with_and_without_the_restric
 
     tok = Tokenizer.build(["set _ID:0_ to x.", "_ID:0_ = x"] * 2, 1, 100, True, True, placeholder_tokens=10)
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32)
+    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32,
+                      copy=False)
     model = Transformer(cfg, tok.vocab_size, tok.pad_id)
     with torch.no_grad():
         model.embed.weight[tok.encode("_ID:1_")[0]] *= 50

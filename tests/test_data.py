@@ -207,7 +207,8 @@ def many_functions(n_short: int, n_long: int) -> str:
 def test_stdlib_length_limit_applies_to_every_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_tree(tmp_path / "lib", {"many.py": many_functions(60, 30)})
     monkeypatch.setattr(stdlib, "stdlib_root", lambda: root)
-    cfg = DataConfig(max_code_tokens=100, stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.3))
+    cfg = DataConfig(source="stdlib", max_nl_tokens=64, max_code_tokens=100,
+                     stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.3))
     assert token_lengths(["def short_1(x):\n    return x + 1"])[0] <= 100 < token_lengths([many_functions(0, 1)])[0]
 
     stats = prepare_data(cfg, tmp_path / "out")
@@ -225,7 +226,7 @@ def test_stdlib_length_limit_applies_to_every_split(tmp_path: Path, monkeypatch:
 def test_stdlib_output_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stdlib: Path) -> None:
     write_tree(fake_stdlib, {"many.py": many_functions(60, 0)})
     monkeypatch.setattr(stdlib, "stdlib_root", lambda: fake_stdlib)
-    cfg = DataConfig(stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.3))
+    cfg = DataConfig(source="stdlib", stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.3))
     first = prepare_data(cfg, tmp_path / "a")
     second = prepare_data(cfg, tmp_path / "b")
     assert first == second
@@ -237,7 +238,7 @@ def test_stdlib_output_is_deterministic(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_stdlib_empty_split_names_the_fraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stdlib: Path) -> None:
     monkeypatch.setattr(stdlib, "stdlib_root", lambda: fake_stdlib)
-    cfg = DataConfig(stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.0))
+    cfg = DataConfig(source="stdlib", stdlib=StdlibConfig(dev_fraction=0.3, test_fraction=0.0))
     with pytest.raises(DataError, match=r"data\.stdlib\.test_fraction"):
         prepare_data(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -312,9 +313,15 @@ def test_the_shipped_django_pairs_are_the_default_and_match_their_provenance(tmp
     assert stats["counts"]["test"] == 1_000 and stats["counts"]["dev"] == 1_000
     assert stats["counts"]["train"] + stats["dropped"]["train"]["total"] == 15_000
     assert stats["origins"] == {"train": "train pairs 1-15000", "dev": "train pairs 15001-16000", "test": "dev pairs"}
-    dev, test = (read_split(tmp_path / f"{s}.jsonl") for s in ("dev", "test"))
-    assert test[0] == {"nl": "define the function strip_tags with an argument value.", "code": "def strip_tags ( value ) :"}
-    assert not ({json.dumps(r) for r in dev} & {json.dumps(r) for r in test})  # select and report are disjoint
+    shipped_train = [json.loads(line) for line in lzma.decompress(
+        (django.SHIPPED_DIR / "train.jsonl.xz").read_bytes()).decode().splitlines()]
+    shipped_dev = [json.loads(line) for line in lzma.decompress(
+        (django.SHIPPED_DIR / "dev.jsonl.xz").read_bytes()).decode().splitlines()]
+    # Selection: train's last 1,000 pairs; test: the dev pairs, whole. (Django repeats lines such as
+    # `try :`, so a test pair may equal a train pair; stats.json counts them under overlap.)
+    assert read_split(tmp_path / "dev.jsonl") == shipped_train[-1000:]
+    assert read_split(tmp_path / "test.jsonl") == shipped_dev
+    assert stats["overlap"]["test_in_train"] < 200
 
 
 def test_a_changed_shipped_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

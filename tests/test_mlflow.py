@@ -93,11 +93,17 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
     root, _ = pipeline_repo
     client = mlflow_client(root, monkeypatch)
     champion = client.get_model_version_by_alias("nmt-text2code", "champion")
-    assert champion.run_id == training_run(root, client).info.run_id
-    evaluation = json.loads((root / "metrics/eval.json").read_text())
-    trained = json.loads((root / "metrics/train.json").read_text())
-    assert float(champion.tags["test_bleu"]) == pytest.approx(evaluation["bleu"], abs=1e-4)
-    assert float(champion.tags["select_bleu"]) == pytest.approx(trained["best_dev_bleu"], abs=1e-4)
+    # Other tests may have registered more versions since: the champion is the one with the best
+    # selection-split BLEU, and its tags are its own run's scores.
+    versions = client.search_model_versions("name='nmt-text2code'")
+    assert float(champion.tags["select_bleu"]) == max(float(v.tags["select_bleu"]) for v in versions)
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert float(champion.tags["test_bleu"]) == pytest.approx(metrics["test_bleu"], abs=1e-4)
+    assert float(champion.tags["select_bleu"]) == pytest.approx(metrics["best_dev_bleu"], abs=1e-4)
+    if len(versions) == 1:  # the pipeline's first run: the files on disk are its own
+        evaluation = json.loads((root / "metrics/eval.json").read_text())
+        assert champion.run_id == training_run(root, client).info.run_id
+        assert float(champion.tags["test_bleu"]) == pytest.approx(evaluation["bleu"], abs=1e-4)
     import mlflow
     import torch
 

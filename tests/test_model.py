@@ -167,7 +167,7 @@ class MarkovModel:
 
     def __init__(self, table: torch.Tensor, max_len: int = 64):
         self.table = table  # (V, V) log-probabilities of the next token given the previous one
-        self.cfg = ModelConfig(max_len=max_len)
+        self.cfg = ModelConfig(max_len=max_len, copy=False)
 
     def encode(self, src, src_mask):
         return torch.zeros(src.size(0), 1, 1)

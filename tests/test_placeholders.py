@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from nmt import placeholders as P
 from nmt import train as train_module
 from nmt.batching import collate
-from nmt.config import ModelConfig, TokenizeConfig
+from nmt.config import ModelConfig
 from nmt.encode_data import TokenizedSplit, load_literals, tokenize_dataset
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer, base_encoding
 from nmt.translator import Translator
 
-from .conftest import write_jsonl
+from .conftest import PLAIN_TOKENIZE, plain_tokenize, write_jsonl
 
 
 # ---------------------------------------------------------------------- the rules
@@ -110,7 +110,7 @@ def tokenized(tmp_path):
     for split in ("train", "dev", "test"):
         write_jsonl(raw / f"{split}.jsonl", PAIRS * 3)
     out = tmp_path / "tok"
-    stats = tokenize_dataset(raw, out, TokenizeConfig(min_freq=1, string_placeholders=True))
+    stats = tokenize_dataset(raw, out, plain_tokenize(min_freq=1, string_placeholders=True))
     return out, stats
 
 
@@ -165,7 +165,8 @@ def test_translator_masks_the_input_and_restores_literals_it_never_saw(tmp_path)
     masked = [P.mask_pair(nl, code)[:2] for nl, code in pairs]
     tok = Tokenizer.build([t for pair in masked for t in pair], 1, 1000, string_placeholders=True)
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64)
+    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64,
+                      copy=False)
     model = Transformer(cfg, tok.vocab_size, tok.pad_id)
     b = collate([tok.encode(nl) for nl, _ in masked], [tok.encode(c) for _, c in masked],
                 tok.pad_id, tok.bos_id, tok.eos_id, 64)
@@ -228,7 +229,7 @@ def _tokenize_allow_lazy(tmp_path, placeholder_tokens: bool) -> tuple[Tokenizer,
     pairs = [{"nl": "call allow_lazy with remove_tags.", "code": "allow_lazy ( remove_tags )"}] * 3
     for split in ("train", "dev", "test"):
         write_jsonl(raw / f"{split}.jsonl", pairs)
-    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True,
+    cfg = plain_tokenize(min_freq=1, string_placeholders=True, name_placeholders=True,
                          placeholder_tokens=placeholder_tokens)
     tokenize_dataset(raw, tmp_path / "tok", cfg)
     tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
@@ -240,7 +241,7 @@ def test_name_placeholders_need_string_placeholders_and_travel_in_the_tokenizer_
     from nmt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tokenize.name_placeholders"):
-        params_from_dict({"tokenize": {"name_placeholders": True}})
+        params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "name_placeholders": True}})
     tok, split = _tokenize_allow_lazy(tmp_path, placeholder_tokens=False)
     assert tok.name_placeholders and tok.string_placeholders
     assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
@@ -281,13 +282,13 @@ def test_rare_words_need_name_placeholders_and_travel_in_the_tokenizer_file(tmp_
     from nmt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tokenize.rare_words: needs tokenize.name_placeholders"):
-        params_from_dict({"tokenize": {"string_placeholders": True, "rare_words": 3}})
+        params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "string_placeholders": True, "rare_words": 3}})
     raw = tmp_path / "raw"
     train = [{"nl": f"substitute {w} for x.", "code": f"x = {w}"} for w in ("toks", "value", "value", "value")]
     for split, rows in (("train", train), ("dev", [{"nl": "substitute hextet for x.", "code": "x = hextet"}]),
                         ("test", train[:1])):
         write_jsonl(raw / f"{split}.jsonl", rows)
-    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True, rare_words=2)
+    cfg = plain_tokenize(min_freq=1, string_placeholders=True, name_placeholders=True, rare_words=2)
     tokenize_dataset(raw, tmp_path / "tok", cfg)
     tok = Tokenizer.load(tmp_path / "tok" / "vocab.json")
     assert tok.common_words == frozenset({"substitute", "for", "x", "value"})
@@ -336,7 +337,7 @@ def test_placeholder_tokens_need_string_placeholders_and_travel_in_the_tokenizer
     from nmt.errors import ConfigError, ModelFileError
 
     with pytest.raises(ConfigError, match="tokenize.placeholder_tokens: needs tokenize.string_placeholders"):
-        params_from_dict({"tokenize": {"placeholder_tokens": True}})
+        params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "placeholder_tokens": True}})
     tok, split = _tokenize_allow_lazy(tmp_path, placeholder_tokens=True)
     assert tok.placeholder_tokens == 100 and len(tok.placeholder_ids) == 200
     assert tok.decode(split.tgt(0)) == "_ID:0_ ( _ID:1_ )"
@@ -353,7 +354,8 @@ def test_decoding_emits_only_the_placeholders_of_its_own_source():
     """A model that would rather write _ID:1_ than anything else writes it only where the source holds it."""
     tok = Tokenizer.build(["x = _ID:0_ ( '_STR:1_' )"] * 2, 1, 100, True, True, placeholder_tokens=10)
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32)
+    cfg = ModelConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, max_len=32,
+                      copy=False)
     for copy in (False, True):
         model = Transformer(cfg, tok.vocab_size, tok.pad_id).eval()
         if copy:

@@ -31,7 +31,8 @@ from nmt.translator import REVERSE_FILES, Translator
 
 from .conftest import synthetic_pairs, tokenized_data
 
-TINY_MODEL = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64)
+TINY_MODEL = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64,
+                         copy=False)
 
 
 # ---------------------------------------------------------------------- the score

@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from nmt.config import TokenizeConfig
 from nmt.encode_data import TokenizedSplit, _histogram_percentiles, load_literals, tokenize_dataset
 from nmt.errors import DataError
 from nmt.tokenizer import Tokenizer, _base_tables
+
+from .conftest import plain_tokenize
 
 WORDS = ("call the method get_value with argument self and return result if x is none raise "
          "ValueError substitute for in list dict '%s' 'utf-8' toks endpos").split()
@@ -35,7 +36,7 @@ def write_pairs(raw: Path, n_train: int, n_eval: int = 50, seed: int = 0) -> Non
                 f.write(json.dumps({"nl": " ".join(words), "code": code}) + "\n")
 
 
-CFG = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True, rare_words=2,
+CFG = plain_tokenize(min_freq=1, string_placeholders=True, name_placeholders=True, rare_words=2,
                      placeholder_tokens=True)
 
 
@@ -112,7 +113,7 @@ def test_literals_stream_into_one_json_file(tmp_path):
     rows = [{"nl": "call get_value with 'a b'.", "code": "get_value ( 'a b' )"}, {"nl": "pass.", "code": "pass"}]
     for split in ("train", "dev", "test"):
         (raw / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = TokenizeConfig(min_freq=1, string_placeholders=True, name_placeholders=True)
+    cfg = plain_tokenize(min_freq=1, string_placeholders=True, name_placeholders=True)
     tokenize_dataset(raw, tmp_path / "tok", cfg, chunk_pairs=1)
     table = json.loads((tmp_path / "tok" / "literals.json").read_text())
     assert table == {split: [["a b", "get_value"], []] for split in ("train", "dev", "test")}

@@ -13,12 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from nmt.config import TokenizeConfig
 from nmt.encode_data import TokenizedSplit, tokenize_dataset
 from nmt.errors import DataError, ModelFileError
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer, base_encoding
 
-from .conftest import fuzz_examples
+from .conftest import fuzz_examples, plain_tokenize
 
 CORPUS = [
     "define the function strip_tags with an argument value.",
@@ -227,7 +226,7 @@ def write_raw(raw_dir: Path, raw: dict = RAW) -> Path:
 def test_tokenize_dataset_round_trips(tmp_path: Path) -> None:
     raw = write_raw(tmp_path / "raw")
     out = tmp_path / "tok"
-    stats = tokenize_dataset(raw, out, TokenizeConfig(min_freq=1, max_vocab=100))
+    stats = tokenize_dataset(raw, out, plain_tokenize(min_freq=1, max_vocab=100))
     tok = Tokenizer.load(out / "vocab.json")
     assert stats["vocab_size"] == tok.vocab_size and stats["n_cl100k_kept"] == len(tok.cl100k_ids)
     assert json.loads((out / "stats.json").read_text()) == stats
@@ -249,7 +248,7 @@ def test_tokenize_dataset_round_trips(tmp_path: Path) -> None:
 
 def test_tokenize_dataset_is_deterministic(tmp_path: Path) -> None:
     raw = write_raw(tmp_path / "raw")
-    cfg = TokenizeConfig(min_freq=1, max_vocab=100)
+    cfg = plain_tokenize(min_freq=1, max_vocab=100)
     tokenize_dataset(raw, tmp_path / "a", cfg)
     tokenize_dataset(raw, tmp_path / "b", cfg)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -261,13 +260,13 @@ def test_tokenize_dataset_is_deterministic(tmp_path: Path) -> None:
 def test_tokenize_dataset_needs_training_pairs(tmp_path: Path) -> None:
     raw = write_raw(tmp_path / "raw", {**RAW, "train": []})
     with pytest.raises(DataError, match="train.jsonl"):
-        tokenize_dataset(raw, tmp_path / "tok", TokenizeConfig())
+        tokenize_dataset(raw, tmp_path / "tok", plain_tokenize())
 
 
 def test_tokenize_dataset_missing_split(tmp_path: Path) -> None:
     raw = write_raw(tmp_path / "raw", {"train": RAW["train"], "dev": RAW["dev"]})
     with pytest.raises(DataError, match="test.jsonl"):
-        tokenize_dataset(raw, tmp_path / "tok", TokenizeConfig())
+        tokenize_dataset(raw, tmp_path / "tok", plain_tokenize())
 
 
 def _tensors(**override: torch.Tensor) -> dict[str, torch.Tensor]:
