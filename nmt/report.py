@@ -80,10 +80,10 @@ def default_ablation(root: Path) -> str:
         ev, tr = variant["metrics/eval.json"], variant["metrics/train.json"]
         rows.append([variant["description"], f"{ev['exact_match']:.1f}", f"{ev['bleu']:.1f}",
                      f"{ev['greedy_exact_match']:.1f}", f"{tr['best_dev_exact_match']:.1f}",
-                     f"{tr['train_seconds']:.0f}", f"{variant['pipeline_seconds']:.0f}"])
+                     f"{tr['best_dev_bleu']:.1f}", f"{tr['train_seconds']:.0f}", f"{variant['pipeline_seconds']:.0f}"])
     m = result["machine"]
     return (_table(["variant", "test EM %", "test BLEU", "test EM %, greedy", "dev EM % (selection)",
-                    "train s", "whole `dvc exp run` s"], rows)
+                    "dev BLEU (selection)", "train s", "whole `dvc exp run` s"], rows)
             + f"\n`{result['command']}` at commit {result['commit'][:7]}, on {m['cpu']} ({m['cores']} cores), "
             f"torch {m['torch']}.\n")
 
