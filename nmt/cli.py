@@ -293,7 +293,7 @@ def check_metrics(
     """CI's gate: test exact match and BLEU may not fall more than TOLERANCE below the committed values."""
     import subprocess
 
-    from nmt.quality_gate import score_drops, stale_files
+    from nmt.quality_gate import RUN_OUTPUTS, score_drops, stale_files
     from nmt.stage import find_dvc
 
     dvc = find_dvc()
@@ -301,7 +301,7 @@ def check_metrics(
         fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
     problems = []
     if written_after is not None:
-        problems += stale_files([Path("metrics/train.json"), Path("metrics/eval.json")], written_after)
+        problems += stale_files(RUN_OUTPUTS, written_after)
     proc = subprocess.run([dvc, "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
     if proc.returncode != 0:
         fail(f"`dvc metrics diff` failed: {proc.stderr.strip()}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 GATED = {"metrics/eval.json": ("exact_match", "bleu")}
+RUN_OUTPUTS = (Path("metrics/train.json"), Path("metrics/eval.json"))  # what every pipeline run rewrites
 
 
 def score_drops(diff: dict[str, Any], tolerance: float) -> tuple[list[str], list[str]]:
@@ -38,7 +39,7 @@ def score_drops(diff: dict[str, Any], tolerance: float) -> tuple[list[str], list
     return problems, checked
 
 
-def stale_files(paths: list[Path], since: float) -> list[str]:
+def stale_files(paths: tuple[Path, ...] | list[Path], since: float) -> list[str]:
     """The files of ``paths`` that are missing or were last written before ``since`` (a Unix time)."""
     stale = []
     for path in paths:
