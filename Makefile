@@ -34,7 +34,7 @@ test: install  ## run the test suite
 bench: install  ## speed vs nn.Transformer, HF BART, tiktoken; MFU -> benchmarks/results.json (~10 min; BENCH_ARGS=--quick < 2)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-ablation: install  ## each lever of the default, off in turn, from scratch as temporary DVC experiments -> results/ (~35 min)
+ablation: install  ## each lever of the default, off in turn, from scratch as temporary DVC experiments -> results/ (~30 min)
 	$(BIN)/python -m benchmarks.ablation
 
 report: install  ## render the README's measured tables from metrics/, plots/ and results/

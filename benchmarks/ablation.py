@@ -7,7 +7,7 @@ times the whole pipeline and should reproduce the committed metrics. Decoding le
 reranking) need no run of their own: the evaluate stage scores greedy, the beam's top hypothesis
 and the reranked choice side by side (``greedy_*``, ``top1_*``).
 
-    .venv/bin/python -m benchmarks.ablation                  # every variant, one after another (~35 min)
+    .venv/bin/python -m benchmarks.ablation                  # every variant, one after another (~30 min)
     .venv/bin/python -m benchmarks.ablation --only no_copy   # some of them (the others' rows are kept)
 
 Run it with nothing else on the machine: the wall times are part of the result.
