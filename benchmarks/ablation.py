@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from nmt.config import DEFAULT_PARAMS
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
 from nmt.stage import fail, find_dvc
+from nmt.tracking import cpu_model
 
 OUT = Path("results/default-ablation.json")
 PLACEHOLDERS_OFF = {"tokenize": {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,
@@ -74,11 +74,9 @@ def git(*args: str) -> str:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    import torch
+    from benchmarks.common import versions  # imports torch: only once the runs are done
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), **versions()}
 
 
 def main(argv: list[str] | None = None) -> None:
