@@ -8,6 +8,10 @@ workspace holds, uncommitted changes included::
     python -m nmt.recipes django              # print the command
     python -m nmt.recipes django --run [ARGS]  # run it; ARGS go to `dvc exp run` (e.g. -f to redo it)
 
+A successful ``--run`` writes ``results/<name>-<date>.json`` (``nmt.results``): the recipe, the
+commit, the machine, the wall times and every metric of the run, the file the README's tables are
+rendered from. Commit it to publish the run.
+
 The recipe is validated merged over params.yaml (unknown keys, bad values: exit 2 naming them)
 before DVC starts. Values are written in Hydra's override grammar, which `dvc exp run -S` parses:
 a string is quoted unless it is a plain word or path, so ``none`` or ``1e-3`` stay strings.
@@ -20,6 +24,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import yaml
 
 from nmt.config import DEFAULT_PARAMS, Params, flatten, params_from_dict
 from nmt.errors import ConfigError, DataError
+from nmt.results import write_recipe_result
 from nmt.stage import fail, find_dvc
 
 RECIPES = Path("recipes")
@@ -109,7 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     dvc = find_dvc()
     if dvc is None:
         fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
-    raise SystemExit(subprocess.call(command(args.name, recipe, dvc) + extra))
+    cmd = command(args.name, recipe, dvc) + extra
+    start = time.monotonic()
+    code = subprocess.call(cmd)
+    if code != 0:
+        fail(f"`dvc exp run` exited {code}: no result file written", code)
+    path = write_recipe_result(args.name, recipe, ["dvc", *cmd[1:]], time.monotonic() - start)
+    print(f"wrote {path}: commit it to publish the run (`make report` renders it)")
 
 
 if __name__ == "__main__":

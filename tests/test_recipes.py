@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -73,15 +75,59 @@ def test_a_bad_recipe_names_every_bad_key(tmp_path):
         recipes.load_recipe("nope", tmp_path)
 
 
-def test_the_command_prints_and_runs_dvc_exp_run(monkeypatch, capsys):
+def test_the_command_prints(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     recipes.main(["django"])
     printed = capsys.readouterr().out
     assert printed.startswith("dvc exp run -n django -S data.source=django -S data.django.origin=shipped")
+
+
+def _recipe_repo(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_a_run_writes_the_result_file_with_measurements_apart_from_settings(tmp_path, monkeypatch):
+    root = _recipe_repo(tmp_path)
+    monkeypatch.chdir(root)
     calls = []
-    monkeypatch.setattr(recipes.subprocess, "call", lambda argv: calls.append(argv) or 0)
-    with pytest.raises(SystemExit) as e:
-        recipes.main(["django", "--run", "-f"])
-    assert e.value.code == 0
+
+    def fake_dvc(argv):  # what the pipeline leaves behind: metrics files, a curve, a reverse model's record
+        calls.append(argv)
+        (root / "metrics").mkdir()
+        (root / "models/reverse").mkdir(parents=True)
+        (root / "metrics/train.json").write_text(json.dumps({"best_dev_bleu": 60.5, "steps": 7000,
+                                                             "train_seconds": 5000.0}))
+        (root / "metrics/eval.json").write_text(json.dumps({"split": "test", "exact_match": 71.2, "beam_size": 10}))
+        (root / "models/reverse/train.json").write_text(json.dumps({"train_seconds": 1500.0}))
+        (root / "metrics/train_curve.csv").write_text("step,dev_bleu\n1000,40.5\n2000,55.0\n")
+        return 0
+
+    monkeypatch.setattr(recipes.subprocess, "call", fake_dvc)
+    recipes.main(["django", "--run", "-f"])
     assert calls[0][1:5] == ["exp", "run", "-n", "django"] and calls[0][-1] == "-f"
     assert calls[0][5:-1] == recipes.set_args(recipes.load_recipe("django"))
+    [path] = (root / "results").glob("django-*.json")
+    result = json.loads(path.read_text())
+    assert result["recipe"] == "django" and result["overrides"] == recipes.load_recipe("django")
+    assert result["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                              text=True).stdout.strip()
+    assert result["metrics"]["eval"] == {"exact_match": 71.2}  # settings are not metrics
+    assert result["run"]["eval"] == {"split": "test", "beam_size": 10} and result["run"]["train"] == {"steps": 7000}
+    assert result["wall_seconds"]["train"] == 5000.0 and result["wall_seconds"]["reverse"] == 1500.0
+    assert result["wall_seconds"]["dvc_exp_run"] >= 0 and result["machine"]["cores"] >= 1
+    assert result["curve"] == [{"step": 1000.0, "dev_bleu": 40.5}, {"step": 2000.0, "dev_bleu": 55.0}]
+
+
+def test_a_failed_run_writes_no_result_file(tmp_path, monkeypatch, capsys):
+    root = _recipe_repo(tmp_path)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(recipes.subprocess, "call", lambda argv: 3)
+    with pytest.raises(SystemExit) as e:
+        recipes.main(["django", "--run"])
+    assert e.value.code == 3 and "no result file written" in capsys.readouterr().err
+    assert not (root / "results").exists()
