@@ -27,7 +27,7 @@ from nmt.config import DEFAULT_PARAMS
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
 from nmt.stage import fail, find_dvc
-from nmt.tracking import cpu_model
+from nmt.results import machine
 
 OUT = Path("results/default-ablation.json")
 PLACEHOLDERS_OFF = {"tokenize": {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,
@@ -71,12 +71,6 @@ def experiment_ref(name: str) -> str:
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
-
-
-def machine() -> dict:
-    from benchmarks.common import versions  # imports torch: only once the runs are done
-
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), **versions()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""What every benchmark shares: timing by median of warm repeats, the device, memory readings."""
+"""What every benchmark shares: timing by median of warm repeats (in turns when comparing), the device, memory."""
 
 from __future__ import annotations
 
@@ -31,6 +31,21 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device 
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int,
+                        device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Median seconds of each function, timed in turns (a, b, a, b, ...): drifts such as a warming
+    allocator or a neighbour's load then hit both sides alike, instead of whichever runs second."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def autocast(device: torch.device):

@@ -1,8 +1,8 @@
 # One process accumulating 2 batches vs torchrun with 2 processes, and vs the multi-node form
 # (two torchrun agents, --nnodes=2, c10d rendezvous over TCP on 127.0.0.1: one host standing in
 # for two machines) (dropout 0: weights and losses must agree), and 1 process x 2 threads vs
-# 2 processes x 1 thread (throughput). The README's Scaling table:
-#   bash benchmarks/ddp_scaling.sh  (about 4 minutes on 2 cores, MLflow off).
+# 2 processes x 1 thread (throughput) -> results/scaling.json, the README's Scaling table (make report):
+#   bash benchmarks/ddp_scaling.sh  (about 4 minutes on 2 cores, MLflow off; nothing else running).
 set -e
 cd "$(dirname "$0")/.."  # the repository root; needs data/tokenized from `make repro`
 ROOT=$(pwd)
@@ -33,17 +33,46 @@ NODE="--nnodes=2 --nproc_per_node=1 --rdzv-backend=c10d --rdzv-endpoint=127.0.0.
 wait
 (cd $R/sp1 && $ROOT/.venv/bin/python -m pipeline.train > log 2>&1)
 (cd $R/sp2 && $ROOT/.venv/bin/torchrun --standalone --nproc_per_node=2 -m pipeline.train > log 2>&1)
-.venv/bin/python - <<'PY'
-import json
+.venv/bin/python - "$SECONDS" <<'PY'
+import csv, datetime, json, sys
 from safetensors.torch import load_file
-R = "/tmp/ddpm"
-a, b = load_file(f"{R}/eq1/models/best.safetensors"), load_file(f"{R}/eq2/models/best.safetensors")
-c = load_file(f"{R}/mn/models/best.safetensors")
-print("max |w1 - w2| after 20 steps:", max((a[k] - b[k]).abs().max().item() for k in a))
-print("max |w1 - w(2 nodes)| after 20 steps:", max((a[k] - c[k]).abs().max().item() for k in a))
-print("2 nodes: world_size", json.load(open(f"{R}/mn/metrics/train.json"))["world_size"])
-for d in ("eq1", "eq2", "mn"):
-    print(d, open(f"{R}/{d}/metrics/train_curve.csv").read().strip().splitlines()[-1])
-for d in ("sp1", "sp2"):
-    m = json.load(open(f"{R}/{d}/metrics/train.json")); print(d, m["train_tokens_per_s"], m["steps"], m["world_size"], m["train_seconds"])
+from nmt.io import atomic_write_json
+from nmt.results import git, machine
+from pathlib import Path
+R = Path("/tmp/ddpm")
+
+def weights(d):
+    return load_file(R / d / "models/best.safetensors")
+
+def diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+def run(d):  # the last dev evaluation, and what the run was
+    last = list(csv.DictReader(open(R / d / "metrics/train_curve.csv")))[-1]
+    facts = json.load(open(R / d / "models/train_run.json"))
+    return {"train_loss": float(last["train_loss"]), "dev_loss": float(last["dev_loss"]),
+            "dev_bleu": float(last["dev_bleu"]), "world_size": facts["world_size"], "steps": facts["steps"]}
+
+def speed(d):
+    m, facts = json.load(open(R / d / "metrics/train.json")), json.load(open(R / d / "models/train_run.json"))
+    return {"train_tokens_per_s": m["train_tokens_per_s"], "train_seconds": m["train_seconds"],
+            "steps": facts["steps"], "world_size": facts["world_size"]}
+
+one = weights("eq1")
+out = {
+    "command": "bash benchmarks/ddp_scaling.sh",
+    "commit": git(Path("."), "rev-parse", "HEAD"),
+    "date": datetime.date.today().isoformat(),
+    "machine": machine(),
+    "seconds": float(sys.argv[1]),
+    "equivalence": {
+        "steps": 20,
+        "max_weight_diff_two_processes": diff(one, weights("eq2")),
+        "max_weight_diff_two_nodes": diff(one, weights("mn")),
+        "runs": {"one_process": run("eq1"), "two_processes": run("eq2"), "two_nodes": run("mn")},
+    },
+    "throughput": {"one_process": speed("sp1"), "two_processes": speed("sp2")},
+}
+atomic_write_json("results/scaling.json", out)
+print(json.dumps(out, indent=2))
 PY

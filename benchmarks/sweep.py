@@ -91,17 +91,16 @@ def run_variant(name: str, directory: Path) -> dict:
                 tail = (directory / "log.txt").read_text(encoding="utf-8")[-2000:]
                 return {"name": name, "failed": stage, "exit": code, "log_tail": tail}
     result = {"name": name, "wall_s": round(time.time() - start, 1)}
-    for metrics in ("train", "eval"):
-        path = directory / "metrics" / f"{metrics}.json"
-        if path.is_file():
-            result[metrics] = json.loads(path.read_text(encoding="utf-8"))
+    for metrics, path in (("train", "metrics/train.json"), ("eval", "metrics/eval.json"), ("run", "models/train_run.json")):
+        if (directory / path).is_file():
+            result[metrics] = json.loads((directory / path).read_text(encoding="utf-8"))
     return result
 
 
 def row(r: dict) -> str:
     if "failed" in r:
         return f"| {r['name']} | failed in {r['failed']} (exit {r['exit']}) | | | | | | |"
-    e, t = r.get("eval", {}), r.get("train", {})
+    e, t = r.get("eval", {}), {**r.get("train", {}), **r.get("run", {})}
     return (f"| {r['name']} | {e.get('exact_match', float('nan')):.1f} | {e.get('bleu', float('nan')):.1f} "
             f"| {e.get('greedy_exact_match', float('nan')):.1f} | {e.get('syntax_valid', float('nan')):.1f} "
             f"| {t.get('steps', '')} | {t.get('train_seconds', '')} | {t.get('train_tokens_per_s', '')} |")

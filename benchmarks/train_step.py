@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks.common import autocast, peak_rss_mb, synchronize
+from benchmarks.common import autocast, interleaved_medians, peak_rss_mb, synchronize
 from nmt.batching import Batch
 from nmt.config import ModelConfig, TrainConfig
 from nmt.flops import train_step_flops
@@ -86,20 +84,6 @@ def ours(device: torch.device) -> tuple[Transformer, torch.optim.Optimizer, torc
     model = Transformer(SHAPE, VOCAB, PAD).to(device).train()
     optimizer = make_optimizer(model, TRAIN)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each function, timed in turns (a, b, a, b, ...): drifts such as a warming
-    allocator or a neighbour's load then hit both sides alike, instead of whichever runs second."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: float | None = None) -> dict:

@@ -274,12 +274,22 @@ def train(params: Annotated[Path, typer.Option(help="parameters file")] = Path("
 
 
 @app.command("params")
-def show_params() -> None:
-    """List every option of params.yaml with its default and help text."""
-    from nmt.config import describe
+def show_params(params: Annotated[Path, typer.Option(help="parameters file a run would read")] = Path("params.yaml"),
+                ) -> None:
+    """List every option with the value a run would use (PARAMS, validated), its help text, and the
+    built-in default where the file sets another value."""
+    from nmt.config import describe, flatten, load_params, to_dict
 
+    try:
+        values = flatten(to_dict(load_params(params))) if params.is_file() else {}
+    except NmtError as e:
+        fail(str(e), e.exit_code)
+    if not params.is_file():
+        print(f"{params}: no such file; showing the built-in defaults", file=sys.stderr)
     for key, default, help_text in describe():
-        print(f"{key:<28} {default:<16} {help_text}")
+        value = repr(values[key]) if key in values else default
+        note = f" (built-in default {default})" if value != default else ""
+        print(f"{key:<28} {value:<16} {help_text}{note}")
 
 
 @app.command("check-metrics")

@@ -88,10 +88,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     predictions = [t.text for t in beam]
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
-    scores = {
-        "beam_size": cfg.beam_size,
-        **metrics.score(predictions, refs, language_of(paths.raw)),
-    }
+    # Measurements only: the beam size is a parameter (params.yaml), the pair count data/raw/stats.json's.
+    scores = {k: v for k, v in metrics.score(predictions, refs, language_of(paths.raw)).items() if k != "n"}
     if reranked:
         # The beam's best-scoring hypotheses beside the reranked ones: what reranking adds.
         top = [max(t.n_best, key=lambda c: c[1])[0] for t in beam]

@@ -32,6 +32,7 @@ class Paths:
     reverse_config: Path = Path("models/reverse/best.json")
     data_stats: Path = Path("data/raw/stats.json")
     train_metrics: Path = Path("metrics/train.json")
+    train_facts: Path = Path("models/train_run.json")
     eval_metrics: Path = Path("metrics/eval.json")
     out: Path = Path("models/export")
     run_file: Path = Path("models/mlflow_run.json")
@@ -42,7 +43,7 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def model_card(params: Params, config: dict, data_stats: dict, train: dict, evaluation: dict) -> str:
+def model_card(params: Params, config: dict, data_stats: dict, train: dict, facts: dict, evaluation: dict) -> str:
     m = to_dict(config["model"])
     score_rows = "\n".join(
         f"| {key} | {evaluation[key]:.2f} | {evaluation.get('baseline_' + key, float('nan')):.2f} |"
@@ -64,10 +65,10 @@ Source `{data_stats.get('source')}`; pairs per split: {json.dumps(splits)}.
 ## Model
 {m['enc_layers']}+{m['dec_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, d_ff {m['d_ff']},
 {m['positions']} positions{', pointer-generator copying' if m.get('copy') else ''}, vocabulary {config['vocab_size']} (compact cl100k_base + 256 byte fallback),
-{train.get('parameters', 0):,} parameters. Trained {train.get('steps')} steps; best dev BLEU
-{train.get('best_dev_bleu', 0):.2f} (greedy) at step {train.get('best_step')}.
+{facts.get('parameters', 0):,} parameters. Trained {facts.get('steps')} steps; best dev BLEU
+{train.get('best_dev_bleu', 0):.2f} (greedy) at step {facts.get('best_step')}.
 
-## Test scores ({evaluation.get('n')} pairs, beam {evaluation.get('beam_size')}{rerank})
+## Test scores ({splits.get('test')} pairs, beam {params.evaluate.beam_size}{rerank})
 BLEU is sacrebleu corpus BLEU with tokenize='none' over whitespace-split code tokens; the
 baseline copies the code of the training pair with the nearest description (TF-IDF).
 
@@ -93,7 +94,7 @@ print(t.translate(["return the absolute value of x"], beam_size=4, n_best=2)[0].
 def export(params: Params, paths: Paths = Paths()) -> Path:
     config = read_model_config(paths.config)  # validated before anything is written
     card = model_card(params, config, read_json(paths.data_stats), read_json(paths.train_metrics),
-                      read_json(paths.eval_metrics))
+                      read_json(paths.train_facts), read_json(paths.eval_metrics))
     paths.out.mkdir(parents=True, exist_ok=True)
     _copy(paths.weights, paths.out / "model.safetensors")
     raw_config = read_json(paths.config)

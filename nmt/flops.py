@@ -1,9 +1,12 @@
-"""Model FLOPs of a training step, and the device's measured matmul peak: the two halves of MFU.
+"""Model FLOPs of a training step, and the device's matmul peak: the two halves of MFU.
 
 MFU (model FLOPs utilisation, Chowdhery et al. 2022) = FLOPs the model needs per step / step time
 / peak FLOP/s. The numerator is counted analytically from the shapes below, never from a profiler
-(which would also count recomputation and padding waste as "useful"); the denominator is
-*measured* on the device in the same process by a large matrix multiply, never a datasheet number.
+(which would also count recomputation and padding waste as "useful"); the train stage counts each
+sequence at its real, unpadded lengths (:func:`unpadded_train_flops`). The denominator is
+*measured* on the device in the same process by large matrix multiplies (:func:`measure_peak_flops`,
+the one measurement the train stage and the benchmarks share); the datasheet's dense peak of a
+known GPU (:func:`theoretical_peak_flops`) is reported beside it, never divided by.
 
 Counting. A (m, k) @ (k, n) matmul costs 2·m·k·n FLOPs (one multiply, one add). Only matmuls
 are counted: layer norms, softmax, GELU, dropout, the embedding lookup and the optimizer update
@@ -27,16 +30,23 @@ Per sequence, with D = d_model, F = d_ff, V = vocabulary, S / T source / target 
 
 from __future__ import annotations
 
-import statistics
+import re
 import time
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from nmt.config import ModelConfig
 
+Length = TypeVar("Length", int, torch.Tensor)  # one length, or an int64 tensor of them (one per sequence)
 
-def forward_flops(cfg: ModelConfig, vocab_size: int, batch: int, src_len: int, tgt_len: int) -> int:
-    """Matmul FLOPs of one forward pass over ``batch`` sequences of the given (padded) lengths."""
+
+def sequence_forward_flops(cfg: ModelConfig, vocab_size: int, src_len: Length, tgt_len: Length) -> Length:
+    """Matmul FLOPs of one forward pass over one sequence pair (module docstring's table).
+
+    Plain integer arithmetic, so int64 tensors of lengths give every sequence's count at once.
+    """
     D, F, V, S, T = cfg.d_model, cfg.d_ff, vocab_size, src_len, tgt_len
     block = 6 * D * D + 2 * D * D + 4 * D * F  # q/k/v, output projection, feed-forward: per token
     encoder_layer = S * block + 2 * (2 * S * S * D)
@@ -47,8 +57,12 @@ def forward_flops(cfg: ModelConfig, vocab_size: int, batch: int, src_len: int, t
     copy = 0
     if cfg.copy:
         copy = 2 * T * D * D + 2 * S * D * D + 2 * (2 * T * S * D) + 2 * T * S * S + 2 * T * 2 * D
-    per_sequence = cfg.enc_layers * encoder_layer + cfg.dec_layers * decoder_layer + output + copy
-    return batch * per_sequence
+    return cfg.enc_layers * encoder_layer + cfg.dec_layers * decoder_layer + output + copy
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, batch: int, src_len: int, tgt_len: int) -> int:
+    """Matmul FLOPs of one forward pass over ``batch`` sequences all of the given lengths."""
+    return batch * sequence_forward_flops(cfg, vocab_size, src_len, tgt_len)
 
 
 def train_step_flops(cfg: ModelConfig, vocab_size: int, batch: int, src_len: int, tgt_len: int) -> int:
@@ -56,49 +70,122 @@ def train_step_flops(cfg: ModelConfig, vocab_size: int, batch: int, src_len: int
     return 3 * forward_flops(cfg, vocab_size, batch, src_len, tgt_len)
 
 
+def unpadded_train_flops(cfg: ModelConfig, vocab_size: int, src_lengths: torch.Tensor,
+                         tgt_lengths: torch.Tensor) -> int:
+    """Forward + backward FLOPs of sequences at their real lengths: the sum of each pair's
+    ``train_step_flops`` at batch 1, whatever the batch was padded to.
+
+    Padding is work the model does but needs not: counting the padded (B, S) x (B, T) shape would
+    credit it as useful and inflate MFU by the batch's padding share. One vectorised pass over the
+    (B,) lengths, so a batch of hundreds of rows costs a few tensor ops, not a Python loop.
+    """
+    src, tgt = src_lengths.to("cpu", torch.int64), tgt_lengths.to("cpu", torch.int64)
+    return int(3 * sequence_forward_flops(cfg, vocab_size, src, tgt).sum())
+
+
+# --------------------------------------------------------------------------- the peak
+PEAK_WARMUP_S = 1.0  # products run untimed first: CPU thread pool start, clock ramp, GPU kernel choice
+PEAK_REPEATS = 10  # products then timed, one by one; the best is the peak
+
+
 def peak_dtype(device: torch.device) -> torch.dtype:
     """The dtype training runs its matmuls in: bf16 on a GPU (autocast), fp32 on the CPU."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def measure_peak_flops(device: torch.device, n: int = 4096, repeats: int = 5,
-                       dtype: torch.dtype | None = None, warmup_s: float = 0.0) -> float:
-    """Measured matmul FLOP/s: the median of ``repeats`` timed (n, n) @ (n, n) products.
+def peak_matrix_size(device: torch.device) -> int:
+    """n of the (n, n) @ (n, n) products the peak is timed on, one per device type everywhere.
 
-    Median, not best: it is what a long run sees, and one lucky repeat does not inflate it. The
-    operands come from a generator of their own, so measuring never moves the global RNG (a
-    training run's initial weights do not depend on whether or when it measured). Warm-up runs
-    products for at least ``warmup_s`` seconds (and at least one): a single product leaves a cold
-    CPU thread pool and clock, and read about half the steady peak at a stage's start (89 against
-    170-206 GFLOP/s on 2 cores), which put MFU above 1.
+    2048 on the CPU: ~90 ms a product on 2 cores (17 GFLOP), long enough for the timer and the
+    BLAS blocking, short enough that warm-up and repeats take ~2 s at a stage's start (4096 takes
+    most of a second a product). 8192 on a GPU: about 1.5 ms in bf16 on an H200, where 4096
+    products read 15-35 % below it, which would inflate MFU.
+    """
+    return 2048 if device.type == "cpu" else 8192
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None,
+                       repeats: int = PEAK_REPEATS, warmup_s: float = PEAK_WARMUP_S) -> float:
+    """Measured matmul FLOP/s: the best of ``repeats`` timed (n, n) @ (n, n) products, after at
+    least ``warmup_s`` seconds of untimed ones; the one measurement the train stage and the
+    benchmarks share (``dtype``: the compute dtype, :func:`peak_dtype` by default; ``n``:
+    :func:`peak_matrix_size` by default).
+
+    Best, not median: a peak is the best the hardware did, and anything slower in a repeat
+    (a neighbour's load, an interrupt, a clock dip) is noise, not capacity; the median moved with
+    the machine's mood (184 then 254 GFLOP/s on the same 2-core CPU between two CI runs, MFU 55 %
+    then 39 %). Warm, because a cold thread pool and clock read about half the steady peak (89
+    against 170-206 GFLOP/s at a stage's start), which once put MFU above 1. The operands come
+    from a generator of their own, so measuring never moves the global RNG (a training run's
+    initial weights do not depend on whether or when it measured).
     """
     dtype = peak_dtype(device) if dtype is None else dtype
+    n = peak_matrix_size(device) if n is None else n
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     warm_until = time.perf_counter() + warmup_s
-    while True:  # warm-up: kernel selection, thread pool start, clock ramp
+    while True:  # at least one product, then until warm_until
         torch.mm(a, b)
         sync()
         if time.perf_counter() >= warm_until:
             break
-    times = []
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         torch.mm(a, b)
         sync()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
-def training_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The peak the train stage's MFU divides by, measured as training starts in its compute dtype.
+# Dense (no 2:4 sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s; "fp32" is the plain
+# CUDA-core figure, "tf32" what fp32 matmuls reach when TF32 is allowed. Matched on the words of
+# torch.cuda.get_device_name, most specific first ("NVIDIA H100 PCIe" before "NVIDIA H100 80GB
+# HBM3"). A card not listed, and every CPU, gets None: no guessed peaks.
+_HOPPER_SXM = {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12}
+_HOPPER_NVL = {"fp32": 60e12, "tf32": 417.5e12, "bf16": 835.5e12, "fp16": 835.5e12}
+DATASHEET_PEAKS: tuple[tuple[frozenset[str], dict[str, float]], ...] = (
+    (frozenset({"h100", "pcie"}), {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12, "fp16": 756e12}),
+    (frozenset({"h100", "nvl"}), _HOPPER_NVL),
+    (frozenset({"h200", "nvl"}), _HOPPER_NVL),
+    (frozenset({"h100"}), _HOPPER_SXM),
+    (frozenset({"h200"}), _HOPPER_SXM),
+    (frozenset({"a100"}), {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12}),
+)
 
-    8192² on a GPU, about 1.5 ms a product on an H200: 4096² products there read 15-35 % below
-    the ~790 TFLOP/s (bf16) that 8192² ones reach, which would inflate MFU. 1024² on the CPU
-    (about 10 ms a product on 2 cores; 4096² takes seconds), after half a second of warm-up.
-    """
-    if device.type == "cuda":
-        return measure_peak_flops(device, n=8192, repeats=10, dtype=dtype, warmup_s=0.5)
-    return measure_peak_flops(device, n=1024, repeats=10, dtype=dtype, warmup_s=0.5)
+
+def _matmul_kind(dtype: torch.dtype) -> str | None:
+    """The datasheet column a matmul in ``dtype`` runs at: fp32 ones run on TF32 tensor cores when
+    allowed (the train stage allows it on a GPU: nmt.precision.enable_tf32)."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+
+
+def theoretical_peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The datasheet's dense peak FLOP/s of this GPU in ``dtype``; None for CPUs and unknown cards."""
+    if device.type != "cuda":
+        return None
+    words = set(re.split(r"[^a-z0-9]+", torch.cuda.get_device_name(device).lower()))
+    kind = _matmul_kind(dtype)
+    for needed, peaks in DATASHEET_PEAKS:
+        if needed <= words:
+            return peaks.get(kind) if kind else None
+    return None
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The denominator of MFU (measured) and, where known, the datasheet's figure beside it."""
+
+    measured: float  # FLOP/s: measure_peak_flops, on this device, in ``dtype``
+    theoretical: float | None  # theoretical_peak_flops: None on CPUs and unknown cards
+    dtype: torch.dtype
+
+
+def measure_peak(device: torch.device, dtype: torch.dtype | None = None) -> Peak:
+    """Both peaks of ``device`` in ``dtype`` (:func:`peak_dtype` by default): what MFU divides by."""
+    dtype = peak_dtype(device) if dtype is None else dtype
+    return Peak(measure_peak_flops(device, dtype), theoretical_peak_flops(device, dtype), dtype)

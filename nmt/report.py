@@ -1,12 +1,18 @@
-"""``make report``: the README's measured tables, rendered from committed result files.
+"""``make report``: every measured table of the README and of ``docs/``, rendered from committed files.
 
-A table lives in README.md between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; the
-renderer for NAME rewrites what lies between them, and ``tests/test_report.py`` fails whenever the
-README differs from a fresh rendering. No figure is typed by hand: each comes from
+A table lives between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; the renderer for NAME
+rewrites what lies between them, and ``tests/test_report.py`` fails whenever a rendered file
+differs from a fresh rendering. No figure is typed by hand: each comes from
 
-- ``metrics/eval.json``, ``metrics/train.json``, ``metrics/train_curve.csv``, ``plots/examples.md``:
-  the default pipeline's committed outputs (``dvc repro``);
-- ``results/default-ablation.json``: ``python -m benchmarks.ablation``.
+- ``metrics/eval.json``, ``metrics/train.json``, ``metrics/train_curve.csv``, ``plots/examples.md``
+  and ``params.yaml``: the default pipeline (``dvc repro``);
+- ``results/default-ablation.json``: ``python -m benchmarks.ablation``;
+- ``results/<recipe>-<date>.json``: ``python -m nmt.recipes <recipe> --run`` (the newest file);
+- ``results/published.json``: published scores, each with its source;
+- ``benchmarks/results.json``: ``python -m benchmarks``;
+- ``results/scaling.json``: ``bash benchmarks/ddp_scaling.sh``.
+
+A file that is not there renders as the command that writes it, never as a made-up figure.
 """
 
 from __future__ import annotations
@@ -19,13 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nmt.io import atomic_write_text, read_json
+from nmt.results import latest_result
 
 README = Path("README.md")
+DOCS = Path("docs")
+PARAMS = Path("params.yaml")
 EVAL, TRAIN, CURVE = Path("metrics/eval.json"), Path("metrics/train.json"), Path("metrics/train_curve.csv")
 EXAMPLES, ABLATION = Path("plots/examples.md"), Path("results/default-ablation.json")
+PUBLISHED, BENCH, SCALING = Path("results/published.json"), Path("benchmarks/results.json"), Path("results/scaling.json")
 MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 SCORES = (("exact_match", "exact match %"), ("bleu", "BLEU"), ("chrf", "chrF"), ("syntax_valid", "syntax-valid %"))
+RETRIEVAL = "retrieval baseline: code of the nearest training description (TF-IDF)"
 
 
 def _row(cells: list[Any]) -> str:
@@ -37,24 +50,45 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _scores(metrics: dict, prefix: str = "") -> list[str]:
-    return [f"{metrics[prefix + key]:.1f}" for key, _ in SCORES]
+    return [f"{metrics[prefix + key]:.1f}" if prefix + key in metrics else "–" for key, _ in SCORES]
 
 
-def default_results(root: Path) -> str:
-    """Test-split scores of the default model, each decoding beside the retrieval baseline."""
-    ev, tr = read_json(root / EVAL), read_json(root / TRAIN)
-    beam = ev["beam_size"]
-    rows = [["model: beam " + str(beam) + " + lexical rerank (what `nmt generate` does)", *_scores(ev)]]
+def _missing(path: Path, command: str) -> str:
+    return f"Not measured yet: `{command}` writes `{path}`.\n"
+
+
+def _minutes(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
+def _machine(m: dict) -> str:
+    return f"{m['cpu']} ({m['cores']} cores), torch {m['torch']}"
+
+
+def _decoding_rows(ev: dict, evaluate: dict) -> list[list[str]]:
+    """The reranked choice, the beam's top hypothesis, greedy and the retrieval baseline, as scored."""
+    beam, rerank = evaluate["beam_size"], evaluate["rerank"]
+    chosen = f"model: beam {beam}" + (f" + {rerank} rerank" if rerank != "none" and beam > 1 else "")
+    rows = [[chosen + " (what `nmt generate` does)", *_scores(ev)]]
     if "top1_exact_match" in ev:
         rows.append([f"model: beam {beam}, its top hypothesis", *_scores(ev, "top1_")])
     if "greedy_exact_match" in ev:
         rows.append(["model: greedy", *_scores(ev, "greedy_")])
-    rows.append(["retrieval baseline: code of the nearest training description (TF-IDF)", *_scores(ev, "baseline_")])
+    rows.append([RETRIEVAL, *_scores(ev, "baseline_")])
+    return rows
+
+
+# --------------------------------------------------------------------------- the default pipeline
+def default_results(root: Path) -> str:
+    """Test-split scores of the default model, each decoding beside the retrieval baseline."""
+    ev, tr = read_json(root / EVAL), read_json(root / TRAIN)
+    params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
     ratio = ev["exact_match"] / max(ev["baseline_exact_match"], 1e-9)
-    return (_table(["decoding", *(label for _, label in SCORES)], rows)
-            + f"\n{ev['split']} split, {ev['n']:,} pairs. Exact match is {ratio:.2f}× the retrieval baseline's; "
-            f"the model has {tr['parameters'] / 1e6:.1f} M parameters and trained {tr['steps']} steps "
-            f"({tr['epochs']} epochs) in {tr['train_seconds']:.0f} s.\n")
+    return (_table(["decoding", *(label for _, label in SCORES)], _decoding_rows(ev, params["evaluate"]))
+            + f"\nScored on the {ev['split']} split. Exact match is {ratio:.2f}× the retrieval baseline's; the model trained "
+            f"{params['train']['max_steps']:,} steps (`train.max_steps`) in {tr['train_seconds']:.0f} s "
+            f"at {tr['train_tokens_per_s']:,} target tokens/s.\n")
 
 
 def default_curve(root: Path) -> str:
@@ -73,7 +107,7 @@ def default_examples(root: Path) -> str:
 def default_ablation(root: Path) -> str:
     """One row per variant of ``benchmarks.ablation``, each run from scratch at the default budget."""
     if not (root / ABLATION).is_file():
-        return f"Not measured yet: run `python -m benchmarks.ablation` to write `{ABLATION}`.\n"
+        return _missing(ABLATION, "python -m benchmarks.ablation")
     result = read_json(root / ABLATION)
     rows = []
     for variant in result["variants"].values():
@@ -81,11 +115,137 @@ def default_ablation(root: Path) -> str:
         rows.append([variant["description"], f"{ev['exact_match']:.1f}", f"{ev['bleu']:.1f}",
                      f"{ev['greedy_exact_match']:.1f}", f"{tr['best_dev_exact_match']:.1f}",
                      f"{tr['best_dev_bleu']:.1f}", f"{tr['train_seconds']:.0f}", f"{variant['pipeline_seconds']:.0f}"])
-    m = result["machine"]
     return (_table(["variant", "test EM %", "test BLEU", "test EM %, greedy", "dev EM % (selection)",
                     "dev BLEU (selection)", "train s", "whole `dvc exp run` s"], rows)
-            + f"\n`{result['command']}` at commit {result['commit'][:7]}, on {m['cpu']} ({m['cores']} cores), "
-            f"torch {m['torch']}.\n")
+            + f"\n`{result['command']}` at commit {result['commit'][:7]}, on {_machine(result['machine'])}.\n")
+
+
+# --------------------------------------------------------------------------- the Django recipe
+def _recipe(root: Path, name: str) -> dict | None:
+    path = latest_result(name, root)
+    return read_json(path) if path else None
+
+
+def django_results(root: Path) -> str:
+    """The newest Django recipe run: each decoding on the test split, with what the run cost."""
+    result = _recipe(root, "django")
+    if result is None:
+        return _missing(Path("results/django-<date>.json"), "make django")
+    ev, facts = result["metrics"]["eval"], result["run"].get("train", {})
+    params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
+    evaluate = {**params["evaluate"], **result["overrides"].get("evaluate", {})}
+    wall = result["wall_seconds"]
+    cost = f"the whole `dvc exp run` {_minutes(wall['dvc_exp_run'])}, training {_minutes(wall['train'])}"
+    if "reverse" in wall:
+        cost += f" + {_minutes(wall['reverse'])} for the reverse model"
+    trained = f"{facts['steps']:,} steps, {facts['epochs']} epochs; " if {'steps', 'epochs'} <= set(facts) else ""
+    return (_table(["decoding", *(label for _, label in SCORES)], _decoding_rows(ev, evaluate))
+            + f"\n`make django` at commit {result['commit'][:7]}{' (uncommitted changes)' if result['dirty'] else ''}"
+            f" on {result['date']}, {_machine(result['machine'])}: {trained}{cost}.\n")
+
+
+def django_curve(root: Path) -> str:
+    """The recipe's selection split during training (greedy decoding, placeholders restored)."""
+    result = _recipe(root, "django")
+    if result is None or not result.get("curve"):
+        return _missing(Path("results/django-<date>.json"), "make django")
+    return _table(["step", "train loss", "dev loss", "dev BLEU", "dev exact match %"],
+                  [[f"{r['step']:,.0f}", f"{r['train_loss']:.3f}", f"{r['dev_loss']:.3f}", f"{r['dev_bleu']:.1f}",
+                    f"{r['dev_exact_match']:.1f}"] for r in result["curve"]])
+
+
+def published(root: Path) -> str:
+    """Published Django test-split scores, each with its source (``results/published.json``)."""
+    data = read_json(root / PUBLISHED)["django"]
+    rows = [[s["system"], f"{s['exact_match']:.1f}", f"{s['bleu']:.1f}" if s.get("bleu") is not None else "–",
+             s["source"]] for s in data["systems"]]
+    return _table(["system (published, Django test split)", "exact match %", "BLEU", "source"], rows) + \
+        f"\n{data['note']}\n"
+
+
+# --------------------------------------------------------------------------- benchmarks and scaling
+def _x(value: float) -> str:
+    return f"**{value:.2f}×**"
+
+
+def _target(value: float, bound: float, text: str, strict: bool = False) -> str:
+    """The target's text, and whether this run met it (``value >= bound``; ``>`` when strict)."""
+    met = value > bound if strict else value >= bound
+    return f"{text}: {'met' if met else 'missed'}"
+
+
+def benchmarks(root: Path) -> str:
+    """``benchmarks/results.json``: each comparison against the other tool's fastest way."""
+    if not (root / BENCH).is_file():
+        return _missing(BENCH, "make bench")
+    r = read_json(root / BENCH)
+    s24, s128 = r["by_length"]["24"], r["by_length"]["128"]
+    peak = (f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s measured {r['peak_flops_dtype']} "
+            f"(at the run's end: {r['peak_flops_end'] / 1e9:,.0f})")
+    if r.get("theoretical_peak_flops"):
+        peak += f" (datasheet {r['theoretical_peak_flops'] / 1e12:,.0f} TFLOP/s)"
+    mfu = f"**{r['mfu']:.1%}** ({s24['mfu']:.1%}) of {peak}"
+    runs = r.get("mfu_runs") or []
+    if len(runs) > 1:
+        mfu += (f"; {len(runs)} runs: " + " / ".join(f"{x['mfu']:.1%}" for x in runs)
+                + f", spread {r['mfu_spread']:.1%}")
+    calls = r["tiktoken_calls"]
+    rows = [
+        ["training tok/s, length 24: ours / `nn.Transformer`",
+         f"{s24['train_tok_s']:,} / {s24['torch_transformer_tok_s']:,} = {_x(s24['train_speedup_vs_torch'])}",
+         _target(s24["train_speedup_vs_torch"], 1.2, "≥ 1.2×")],
+        ["training tok/s, length 128: ours / `nn.Transformer`",
+         f"{s128['train_tok_s']:,} / {s128['torch_transformer_tok_s']:,} = {_x(s128['train_speedup_vs_torch'])}",
+         _target(s128["train_speedup_vs_torch"], 1.2, "≥ 1.2×")],
+        ["MFU, length 128 (length 24)", mfu, _target(r["mfu"], 0.6, "≥ 60 %")],
+        [f"greedy, {r['greedy_output_tokens']} tokens: recomputing the prefix / KV cache",
+         f"{r['greedy_uncached_s']:.2f} s / {r['greedy_cached_s']:.2f} s = {_x(r['kv_cache_speedup'])}",
+         _target(r["kv_cache_speedup"], 3.0, "≥ 3×")],
+        [f"beam 4 × 64 sources, {r['beam_output_tokens']} tokens: HF `generate` "
+         f"({r['hf_fastest_setting']}, its fastest of those timed) / ours",
+         f"{r['hf_bart_beam_s']:.2f} s / {r['beam_s']:.2f} s = {_x(r['beam_speedup_vs_hf'])}",
+         _target(r["beam_speedup_vs_hf"], 1.5, "≥ 1.5×")],
+        ["beam 4 × 64 sources: one source at a time / one batch",
+         f"{r['beam_one_at_a_time_s']:.2f} s / {r['beam_s']:.2f} s = {_x(r['beam_batching_speedup'])}", ""],
+        [f"tokenizer tok/s: ours / tiktoken's fastest call (`{r['tiktoken_fastest_call']}`)",
+         f"{r['tokenize_tok_s'] / 1e6:.2f} M / {r['tiktoken_fastest_tok_s'] / 1e6:.2f} M"
+         f" = {_x(r['tokenize_ratio_vs_tiktoken'])}",
+         _target(min(r["tokenize_ratio_vs_tiktoken"] / 0.8, r["tokenize_tok_s"] / 1e6), 1.0, "≥ 0.8×, ≥ 1 M tok/s")],
+        ["peak RSS of a training step, length 24 / 128", f"{s24['peak_rss_mb']:,.0f} / {s128['peak_rss_mb']:,.0f} MiB", ""],
+        ["share of step time waiting for batches", f"**{r['data_wait_share']:.1%}**",
+         _target(0.05, r["data_wait_share"], "< 5 %", strict=True)],
+    ]
+    rows.append(["tiktoken, every call timed (tok/s)",
+                 ", ".join(f"`{name}` {tok_s / 1e6:.2f} M" for name, tok_s in calls.items()), ""])
+    rows.append(["HF `generate`, every setting timed (s)",
+                 ", ".join(f"{name} {s:.2f}" if isinstance(s, (int, float)) else f"{name}: {s}"
+                           for name, s in r["hf_generate_s"].items()), ""])
+    return (_table(["measurement", "result", "target"], rows)
+            + f"\n`make bench`{' --quick' if r.get('quick') else ''} on {r['device']}, torch {r['versions']['torch']}, "
+            f"{_minutes(r['seconds'])}.\n")
+
+
+def scaling(root: Path) -> str:
+    """``results/scaling.json``: one process accumulating vs several processes, and throughput."""
+    if not (root / SCALING).is_file():
+        return _missing(SCALING, "bash benchmarks/ddp_scaling.sh")
+    r = read_json(root / SCALING)
+    eq, tp = r["equivalence"], r["throughput"]
+    one, two, nodes = (eq["runs"][k] for k in ("one_process", "two_processes", "two_nodes"))
+    same = "the same" if one["train_loss"] == two["train_loss"] == nodes["train_loss"] else "different"
+    rows = [
+        [f"1 process accumulating 2 batches vs `torchrun --nproc_per_node=2`, dropout 0, {eq['steps']} steps",
+         f"train loss {one['train_loss']} / {two['train_loss']}, dev loss {one['dev_loss']} / {two['dev_loss']}; "
+         f"weights differ by at most **{eq['max_weight_diff_two_processes']:.1e}**"],
+        ["the same vs two `torchrun --nnodes=2` agents (c10d rendezvous over TCP on 127.0.0.1), one process each",
+         f"world size {nodes['world_size']}, {same} train losses, weights within "
+         f"**{eq['max_weight_diff_two_nodes']:.1e}** of the 1-process run"],
+        [f"throughput: 1 process × 2 threads, {tp['one_process']['steps']} steps vs 2 processes × 1 thread, "
+         f"{tp['two_processes']['steps']} steps (same tokens)",
+         f"{tp['one_process']['train_tokens_per_s']:,} vs {tp['two_processes']['train_tokens_per_s']:,} target tok/s"],
+    ]
+    return (_table(["run", "result"], rows)
+            + f"\n`{r['command']}` at commit {r['commit'][:7]}, {_machine(r['machine'])}, {_minutes(r['seconds'])}.\n")
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
@@ -93,6 +253,11 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "default-curve": default_curve,
     "default-examples": default_examples,
     "default-ablation": default_ablation,
+    "django-results": django_results,
+    "django-curve": django_curve,
+    "published": published,
+    "benchmarks": benchmarks,
+    "scaling": scaling,
 }
 
 
@@ -101,19 +266,24 @@ def render(text: str, root: Path) -> str:
     def replace(match: re.Match) -> str:
         name = match["name"]
         if name not in RENDERERS:
-            raise KeyError(f"README section <!-- report:{name} --> has no renderer (known: {', '.join(RENDERERS)})")
+            raise KeyError(f"section <!-- report:{name} --> has no renderer (known: {', '.join(RENDERERS)})")
         return match.group(1) + RENDERERS[name](root) + match.group(4)
 
     return MARKER.sub(replace, text)
 
 
+def documents(root: Path) -> list[Path]:
+    """The files tables are rendered into: the README and every page of docs/."""
+    return [root / README, *sorted((root / DOCS).glob("*.md"))]
+
+
 def main(root: Path = Path(".")) -> None:
-    path = root / README
-    text = path.read_text()
-    new = render(text, root)
-    if new != text:
-        atomic_write_text(path, new)
-    print(f"{path}: {'updated' if new != text else 'up to date'}", file=sys.stderr)
+    for path in documents(root):
+        text = path.read_text(encoding="utf-8")
+        new = render(text, root)
+        if new != text:
+            atomic_write_text(path, new)
+        print(f"{path}: {'updated' if new != text else 'up to date'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

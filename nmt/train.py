@@ -10,8 +10,9 @@ scoring, so dev BLEU counts literals as the evaluate stage does.
 
 The step's forward pass and loss run under autocast in ``train.precision`` (:mod:`nmt.precision`;
 the weights stay float32), optionally through ``torch.compile``. ``metrics/train.json`` reports the
-model FLOP/s achieved (:mod:`nmt.flops`, counted on each step's batch shapes) and MFU against the
-matmul peak measured on the training device as the stage starts.
+model FLOP/s achieved (:mod:`nmt.flops`, counted on each sequence's real, non-padding tokens) and
+MFU against the matmul peak measured on the training device as the stage starts, the same way the
+benchmarks measure it (warm, best of several).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from nmt.distributed import Dist, all_sum, any_rank, gather_objects
 from nmt.ema import EMA
 from nmt.encode_data import TokenizedSplit, load_literals
 from nmt.errors import NmtError
-from nmt.flops import train_step_flops, training_peak_flops
+from nmt.flops import Peak, measure_peak, unpadded_train_flops
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
 from nmt.placeholders import restore
@@ -79,6 +80,11 @@ class Paths:
     @property
     def best_config(self) -> Path:
         return self.models / "best.json"
+
+    @property
+    def run_facts(self) -> Path:
+        """Steps, epochs, best step, parameter count...: what the run was, apart from its metrics."""
+        return self.models / "train_run.json"
 
     @property
     def run_file(self) -> Path:
@@ -166,9 +172,11 @@ class StepResult:
 
 
 def micro_batch_flops(model: Transformer, b: Batch) -> int:
-    """Model FLOPs of one training pass over ``b`` at its padded (B, S) x (B, T) shape."""
-    (batch, src_len), tgt_len = b.src.shape, b.tgt_in.size(1)
-    return train_step_flops(model.cfg, model.vocab_size, batch, src_len, tgt_len)
+    """Model FLOPs of one training pass over ``b``: each sequence at its real source and target
+    lengths, so padding (work done, not needed) never counts as useful towards MFU."""
+    # One (2, B) copy to the CPU per micro-batch: the per-sequence lengths, not the padded shape.
+    src_lengths, tgt_lengths = torch.stack([b.src_mask.sum(1), (b.tgt_out != model.pad_id).sum(1)]).cpu()
+    return unpadded_train_flops(model.cfg, model.vocab_size, src_lengths, tgt_lengths)
 
 
 def optimizer_step(
@@ -375,8 +383,9 @@ class History:
         return buf.getvalue()
 
 
-def write_outputs(paths: Paths, history: History, summary: dict) -> None:
-    atomic_write_json(paths.metrics / "train.json", summary)
+def write_outputs(paths: Paths, history: History, measured: dict, facts: dict) -> None:
+    atomic_write_json(paths.metrics / "train.json", measured)
+    atomic_write_json(paths.run_facts, facts)
     atomic_write_text(paths.metrics / "train_curve.csv", history.csv())
     plots.bleu_curve(
         [r["step"] for r in history.rows], [r["dev_bleu"] for r in history.rows],
@@ -482,7 +491,7 @@ def train_reverse(params: Params, paths: Paths = REVERSE_PATHS) -> dict:
     paths.models.mkdir(parents=True, exist_ok=True)
     steps = params.reverse.max_steps
     if steps == 0:
-        for stale in (paths.best_weights, paths.best_config, paths.run_file):
+        for stale in (paths.best_weights, paths.best_config, paths.run_file, paths.run_facts):
             stale.unlink(missing_ok=True)
         atomic_write_text(paths.models / "README.md", "No reverse model: reverse.max_steps is 0.\n")
         return {}
@@ -500,7 +509,7 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         enable_tf32()
-    peak_flops = training_peak_flops(device, precision.compute_dtype)  # the denominator of MFU
+    peak_flops = measure_peak(device, precision.compute_dtype)  # MFU's denominator, warm, before seeding
     seed_everything(params.seed)
 
     tok = Tokenizer.load(paths.data / "vocab.json")
@@ -602,16 +611,17 @@ def _train(params: Params, paths: Paths, run: Run, data_sha: str, state: dict | 
     finally:
         bar.close()
 
-    summary = {**_summary(progress, train_split, model, run, d),
-               **_efficiency(progress, peak_flops, device, precision, d)}
+    measured = {**_measurements(progress), **_efficiency(progress, peak_flops, d)}
+    facts = _run_facts(progress, train_split, model, run, d, device, precision)
     if not d.is_main:
-        return summary
-    write_outputs(paths, History(progress.rows), summary)
+        return {**measured, **facts}
+    write_outputs(paths, History(progress.rows), measured, facts)
     resume.remove(resume_path)  # finished: nothing left to resume
-    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.log_metrics({k: v for k, v in measured.items() if isinstance(v, (int, float))})
+    run.set_tags({k: facts[k] for k in ("steps", "best_step", "epochs")})
     for artifact in (Path("params.yaml"), paths.metrics / "train_curve.csv", paths.plots / "bleu.png", paths.best_config):
         run.log_artifact(artifact)
-    return summary
+    return {**measured, **facts}
 
 
 def _one_step(step: int, model: torch.nn.Module, batches: RankSlices, optimizer, scheduler, cfg: TrainConfig,
@@ -680,34 +690,46 @@ def _evaluate_if_due(step: int, lr: float, scored: Transformer, dev: DevSet, tok
     return False
 
 
-def _summary(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run, d: Dist) -> dict:
+def _measurements(progress: Progress) -> dict:
+    """What the run measured: metrics/train.json (numbers only, so `dvc metrics diff` compares results)."""
     train_time = max(progress.train_time, 1e-9)
     return {
         "split": "dev",  # the best_dev_* scores: the selection split (data/raw/stats.json: roles)
         "best_dev_bleu": progress.best["dev_bleu"],
         "best_dev_exact_match": progress.best["dev_exact_match"],
-        "best_step": progress.best["step"],
-        "steps": progress.step,
         "skipped_steps": progress.skipped_steps,  # NaN/inf loss or gradient: no update
-        "epochs": round(progress.tokens_seen / max(1, int(train_split.tgt_lengths.sum()) + len(train_split)), 2),
         "train_seconds": round(progress.train_time, 1),
         "train_tokens_per_s": round(progress.tokens_seen / train_time),
         "data_wait_share": round(progress.data_time / train_time, 4),  # of the step time, spent making batches
+    }
+
+
+def _run_facts(progress: Progress, train_split: TokenizedSplit, model: Transformer, run: Run, d: Dist,
+               device: torch.device, precision: Precision) -> dict:
+    """What the run was, not what it measured: models/train_run.json and MLflow tags, never metrics."""
+    return {
+        "best_step": progress.best["step"],
+        "steps": progress.step,
+        "epochs": round(progress.tokens_seen / max(1, int(train_split.tgt_lengths.sum()) + len(train_split)), 2),
         "parameters": model.num_parameters(),
         "world_size": d.world_size,
         "mlflow_run_id": run.run_id or "",
-    }
-
-
-def _efficiency(progress: Progress, peak_flops: float, device: torch.device, precision: Precision,
-                d: Dist) -> dict:
-    """Achieved model FLOP/s over the run (all ranks) and MFU: their share of world_size devices' peak."""
-    flops_per_s = progress.flops / max(progress.train_time, 1e-9)
-    return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "precision": precision.name,
+    }
+
+
+def _efficiency(progress: Progress, peak: Peak, d: Dist) -> dict:
+    """Achieved model FLOP/s over the run (all ranks) and MFU: their share of world_size devices'
+    measured peak. The datasheet's peak is written beside it for the GPUs nmt.flops knows (left
+    out elsewhere: metrics/train.json holds numbers only, never a null)."""
+    flops_per_s = progress.flops / max(progress.train_time, 1e-9)
+    out = {
         "scaler_skipped_steps": progress.scaler_skipped_steps,  # fp16: overflowing gradients, no update
         "train_flops_per_s": round(flops_per_s),
-        "peak_flops": round(peak_flops),  # measured at the start, on this device, in the training dtype
-        "mfu": float(f"{flops_per_s / (d.world_size * peak_flops):.4g}"),  # significant digits: tiny models
+        "peak_flops": round(peak.measured),  # best warm matmul at the start, on this device, in the training dtype
+        "mfu": float(f"{flops_per_s / (d.world_size * peak.measured):.4g}"),  # significant digits: tiny models
     }
+    if peak.theoretical is not None:
+        out["theoretical_peak_flops"] = round(peak.theoretical)
+    return out

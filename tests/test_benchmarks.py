@@ -1,4 +1,5 @@
-"""The FLOP count behind MFU, the speed-ups the benchmarks measure, and a --quick smoke run."""
+"""The FLOP count behind MFU, the peaks it is set against, the speed-ups the benchmarks measure
+(each against the other tool's fastest way), the MFU spread across runs, and a --quick smoke run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,11 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from nmt.batching import collate
 from nmt.config import ModelConfig
-from nmt.flops import forward_flops, measure_peak_flops, train_step_flops
+from nmt.flops import forward_flops, measure_peak_flops, theoretical_peak_flops, train_step_flops
 from nmt.model import Dropout, Transformer, attend
+from nmt.train import micro_batch_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +40,22 @@ def test_forward_flops_equal_what_torch_counts(copy):
     assert train_step_flops(cfg, 50, B, S, T) == 3 * forward_flops(cfg, 50, B, S, T)
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_padded_batch_counts_only_its_real_tokens(copy):
+    """The train stage's FLOPs: each sequence at its own lengths, never the padding it was batched with."""
+    cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=2, dec_layers=3, d_ff=64, copy=copy, max_len=64)
+    model = Transformer(cfg, 50, pad_id=0)
+    srcs, tgts = [[5] * 3, [6] * 11, [7] * 7], [[8] * 9, [9] * 2, [10] * 5]
+    b = collate(srcs, tgts, pad_id=0, bos_id=1, eos_id=2, max_len=cfg.max_len)
+    # as the encoder / decoder see them: source + EOS, BOS + target
+    real = sum(train_step_flops(cfg, 50, 1, len(s) + 1, len(t) + 1) for s, t in zip(srcs, tgts))
+    assert micro_batch_flops(model, b) == real
+    assert real < train_step_flops(cfg, 50, b.src.size(0), b.src.size(1), b.tgt_in.size(1))
+    unpadded = collate(srcs[:1], tgts[:1], 0, 1, 2, cfg.max_len)  # one row: nothing to pad, the shapes agree
+    assert micro_batch_flops(model, unpadded) == train_step_flops(cfg, 50, 1, *unpadded.src.shape[1:],
+                                                                  unpadded.tgt_in.size(1))
+
+
 def test_measured_peak_is_a_plausible_rate():
     peak = measure_peak_flops(torch.device("cpu"), n=256, repeats=3)
     assert 1e8 < peak < 1e14  # FLOP/s: more than a calculator, less than a rack of GPUs
@@ -50,6 +70,39 @@ def test_peak_warm_up_runs_for_its_stated_time(monkeypatch):
     measure_peak_flops(torch.device("cpu"), n=64, repeats=2, warmup_s=0.2)
     assert time.perf_counter() - t0 >= 0.2
     assert len(products) > 2 + 1  # several warm-up products, then the 2 timed ones
+
+
+def test_the_peak_is_the_best_timed_product_not_the_median(monkeypatch):
+    """A peak is the best the hardware did: one fast product among slow ones sets it."""
+    real_mm = torch.mm
+    sleeps = iter([0.0, 0.2, 0.05, 0.2])  # one warm-up (warmup_s=0), then 3 timed
+    monkeypatch.setattr(torch, "mm", lambda a, b: time.sleep(next(sleeps)) or real_mm(a, b))
+    n = 8
+    peak = measure_peak_flops(torch.device("cpu"), n=n, repeats=3, warmup_s=0.0)
+    assert 2 * n**3 / 0.1 < peak <= 2 * n**3 / 0.05  # the 0.05 s product's rate, not the 0.2 s median's
+
+
+@pytest.mark.parametrize("name, dtype, tf32, expected", [
+    ("NVIDIA H200", torch.bfloat16, False, 989.4e12),
+    ("NVIDIA H100 80GB HBM3", torch.float16, False, 989.4e12),
+    ("NVIDIA H100 PCIe", torch.bfloat16, False, 756e12),
+    ("NVIDIA H200 NVL", torch.bfloat16, False, 835.5e12),
+    ("NVIDIA A100-SXM4-80GB", torch.float32, False, 19.5e12),
+    ("NVIDIA A100-SXM4-80GB", torch.float32, True, 156e12),  # fp32 matmuls on TF32 tensor cores
+    ("NVIDIA H200", torch.float32, True, 494.7e12),
+    ("NVIDIA GH200 480GB", torch.bfloat16, False, None),  # not in the table: no guess
+    ("NVIDIA GeForce RTX 4090", torch.bfloat16, False, None),
+    ("NVIDIA H200", torch.float64, False, None),
+])
+def test_theoretical_peak_is_the_datasheets_for_known_cards_only(monkeypatch, name, dtype, tf32, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    before = torch.backends.cuda.matmul.allow_tf32  # a computed attribute: monkeypatch cannot restore it
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        assert theoretical_peak_flops(torch.device("cuda"), dtype) == expected
+        assert theoretical_peak_flops(torch.device("cpu"), dtype) is None  # never a guessed CPU peak
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_measuring_the_peak_leaves_the_global_rng_alone():
@@ -106,7 +159,68 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     assert results["cached_equals_uncached"] is True
     assert set(results["by_length"]) == {"24", "128"}
     assert results["device"].startswith("cpu") and results["versions"]["torch"] == torch.__version__
-    assert "| training tok/s, length 128" in proc.stdout
+    # the peak: measured at both ends; no datasheet figure for a CPU
+    assert results["theoretical_peak_flops"] is None and results["peak_flops_end"] > 0
+    # a quick run starts a fresh MFU history: one run, no spread yet
+    (entry,) = results["mfu_runs"]
+    assert entry["mfu"] == results["mfu"] and entry["peak_flops"] == results["peak_flops"]
+    assert entry["step_s"] == results["by_length"]["128"]["step_s"] and entry["date"]
+    assert results["mfu_spread"] is None
+    # tiktoken: the ratio is against its fastest recorded call
+    calls = results["tiktoken_calls"]
+    assert len(calls) >= 4 and "encode_ordinary loop" in calls and "encode_ordinary_batch" in calls
+    assert results["tiktoken_fastest_call"] == max(calls, key=calls.get)
+    assert results["tiktoken_fastest_tok_s"] == max(calls.values())
+    assert results["tokenize_ratio_vs_tiktoken"] == pytest.approx(
+        results["tokenize_tok_s"] / max(calls.values()), rel=0.01)
+    # HF generate: the speed-up is against its fastest setting that ran (a setting that raised holds its reason)
+    timed = {k: v for k, v in results["hf_generate_s"].items() if isinstance(v, (int, float))}
+    assert {"no_grad", "inference_mode"} <= set(timed)
+    assert results["hf_fastest_setting"] == min(timed, key=timed.get)
+    assert results["hf_bart_beam_s"] == min(timed.values())
+    assert results["beam_speedup_vs_hf"] == pytest.approx(min(timed.values()) / results["beam_s"], rel=0.01)
+    assert all(isinstance(v, str) for k, v in results["hf_generate_s"].items() if k not in timed)
+    assert "| training tok/s, length 128" in proc.stdout and "fastest" in proc.stdout
+
+
+def full_run(mfu: float, device: str = "cpu (x86_64, 2 threads)", torch_version: str = "2.0", quick: bool = False,
+             **extra) -> dict:
+    return {"mfu": mfu, "peak_flops": 100, "by_length": {"128": {"step_s": 1.0}}, "device": device,
+            "versions": {"torch": torch_version}, "quick": quick, **extra}
+
+
+def test_mfu_runs_carry_forward_on_the_same_machine_only():
+    from benchmarks.__main__ import MFU_RUNS_KEPT, mfu_history
+
+    first = full_run(0.5) | mfu_history(None, full_run(0.5), "d0")
+    second = mfu_history(first, full_run(0.4), "d1")
+    assert [r["mfu"] for r in second["mfu_runs"]] == [0.5, 0.4] and second["mfu_runs"][-1]["date"] == "d1"
+    assert second["mfu_spread"] == pytest.approx(0.2)  # (0.5 - 0.4) / 0.5
+    previous = full_run(0.5)
+    for i in range(MFU_RUNS_KEPT + 2):
+        previous = full_run(0.5 + i / 100) | mfu_history(previous, full_run(0.5 + i / 100), f"d{i}")
+    assert len(previous["mfu_runs"]) == MFU_RUNS_KEPT and previous["mfu_runs"][-1]["date"] == f"d{MFU_RUNS_KEPT + 1}"
+    # another machine, another torch, or a quick run on either side: a fresh list
+    for other, current in [(first, full_run(0.4, device="cpu (arm64, 8 threads)")),
+                           (first, full_run(0.4, torch_version="2.1")),
+                           (first, full_run(0.4, quick=True)),
+                           (full_run(0.5, quick=True, mfu_runs=[{"mfu": 0.9}]), full_run(0.4))]:
+        fresh = mfu_history(other, current, "d2")
+        assert [r["mfu"] for r in fresh["mfu_runs"]] == [0.4] and fresh["mfu_spread"] is None
+
+
+def test_a_results_file_from_before_mfu_runs_counts_as_one_run(tmp_path):
+    from benchmarks.__main__ import mfu_history, read_previous
+
+    path = tmp_path / "results.json"
+    assert read_previous(path) is None
+    path.write_text(json.dumps(full_run(0.545)))
+    previous = read_previous(path)
+    (entry,) = previous["mfu_runs"]
+    assert entry["mfu"] == 0.545 and datetime.fromisoformat(entry["date"]).tzinfo  # its modification time, UTC
+    assert [r["mfu"] for r in mfu_history(previous, full_run(0.39), "now")["mfu_runs"]] == [0.545, 0.39]
+    path.write_text("{not json")
+    assert read_previous(path) is None
 
 
 def test_tokenize_memory_benchmark_measures_a_run_in_its_own_process(tmp_path):

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.translator import Translator
 
-from .conftest import synthetic_pairs, write_jsonl
+from .conftest import REPO, synthetic_pairs, write_jsonl
 
 runner = CliRunner()
 
@@ -214,3 +215,17 @@ def test_params_command_lists_every_option():
     result = runner.invoke(app, ["params"])
     assert result.exit_code == 0
     assert "train.lr" in result.stdout and "data.django.local_dir" in result.stdout
+
+
+def test_params_command_shows_the_values_a_run_would_use(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["max_steps"] = 4321
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    result = runner.invoke(app, ["params", "--params", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0
+    [line] = [l for l in result.stdout.splitlines() if l.startswith("train.max_steps ")]
+    assert "4321" in line and "(built-in default" in line
+    params["train"]["max_steps"] = "many"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    result = runner.invoke(app, ["params", "--params", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2 and "train.max_steps" in result.output

@@ -53,7 +53,7 @@ def test_two_processes_train_what_one_process_accumulating_two_batches_trains(pi
     for r1, r2 in zip(curve(one), curve(two), strict=True):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-4)
         assert r1["dev_bleu"] == pytest.approx(r2["dev_bleu"], abs=1e-6)  # greedy dev decode, split and gathered
-    metrics = yaml.safe_load((two / "metrics/train.json").read_text())
+    metrics = yaml.safe_load((two / "models/train_run.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 12
 
 
@@ -104,4 +104,4 @@ def test_a_run_killed_on_two_processes_resumes_on_one(pipeline_repo, tmp_path):
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "written by 2 process(es), now 1" in again.stderr
-    assert yaml.safe_load((work / "metrics/train.json").read_text())["steps"] == 300
+    assert yaml.safe_load((work / "models/train_run.json").read_text())["steps"] == 300

@@ -48,7 +48,8 @@ def train_tiny(tokenized: Path, out: Path, **train) -> dict:
 def assert_trained(out: Path, summary: dict) -> None:
     """Finite losses, a sane FLOP/s report on disk, and float32 weights whatever the precision."""
     written = json.loads((out / "metrics/train.json").read_text())
-    assert written == summary
+    facts = json.loads((out / "models/train_run.json").read_text())
+    assert {**written, **facts} == summary and not set(written) & set(facts)  # measurements apart from facts
     rows = (out / "metrics/train_curve.csv").read_text().splitlines()[1:]
     assert rows and all(math.isfinite(float(v)) for row in rows for v in row.split(",")[1:3])  # train, dev loss
     assert summary["train_flops_per_s"] > 0 and summary["peak_flops"] > 0
@@ -197,10 +198,11 @@ def test_a_bf16_run_on_the_cpu_trains_and_reports_mfu(tokenized, tmp_path):
 
 def test_an_fp32_run_measures_its_peak_in_fp32(tokenized, tmp_path, monkeypatch):
     seen = []
-    real = train_module.training_peak_flops
-    monkeypatch.setattr(train_module, "training_peak_flops", lambda device, dtype: seen.append(dtype) or real(device, dtype))
+    real = train_module.measure_peak
+    monkeypatch.setattr(train_module, "measure_peak", lambda device, dtype: seen.append(dtype) or real(device, dtype))
     summary = train_tiny(tokenized, tmp_path, device="cpu")
     assert seen == [torch.float32] and summary["precision"] == "fp32"
+    assert "theoretical_peak_flops" not in summary  # no datasheet peak for a CPU: left out, never guessed
     assert_trained(tmp_path, summary)
 
 

@@ -50,7 +50,7 @@ def test_one_run_holds_params_tags_curves_system_metrics_evaluation_and_artifact
     client = mlflow_client(root, monkeypatch)
     run = training_run(root, client)
     assert run.info.status == "FINISHED"
-    assert json.loads((root / "metrics/train.json").read_text())["mlflow_run_id"] == run.info.run_id
+    assert json.loads((root / "models/train_run.json").read_text())["mlflow_run_id"] == run.info.run_id
 
     params = run.data.params
     assert params["model.d_model"] == "32" and params["train.lr"] == "0.003" and params["data.source"] == "jsonl"

@@ -14,7 +14,8 @@ from .conftest import run
 
 def test_repro_writes_every_declared_output(pipeline_repo):
     root, _ = pipeline_repo
-    for path in ["data/raw/train.jsonl", "data/raw/stats.json", "data/tokenized/vocab.json",
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for path in ["models/train_run.json", "data/raw/train.jsonl", "data/raw/stats.json", "data/tokenized/vocab.json",
                  "data/tokenized/train.safetensors", "models/best.safetensors", "models/best.json",
                  "metrics/train.json", "metrics/train_curve.csv", "plots/bleu.png", "metrics/eval.json",
                  "data/eval/predictions.jsonl", "plots/examples.md", "plots/examples.png",
@@ -24,16 +25,21 @@ def test_repro_writes_every_declared_output(pipeline_repo):
         assert (root / path).is_file(), path
     assert not (root / "models/export/reverse.safetensors").exists()  # reverse.max_steps is 0 by default
     evaluation = json.loads((root / "metrics/eval.json").read_text())
-    for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "n",
-                "baseline_bleu", "baseline_exact_match"):
+    for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "baseline_bleu", "baseline_exact_match"):
         assert key in evaluation
-    assert evaluation["n"] == 12
+    # Settings are not metrics: `dvc metrics diff` must never report a beam size or a count as a result.
+    train_metrics = json.loads((root / "metrics/train.json").read_text())
+    for measured in (evaluation, train_metrics):
+        assert not {"beam_size", "n", "steps", "best_step", "epochs", "parameters", "world_size",
+                    "mlflow_run_id", "device", "precision"} & set(measured)
+    facts = json.loads((root / "models/train_run.json").read_text())
+    assert facts["steps"] == params["train"]["max_steps"] and facts["parameters"] > 0 and facts["world_size"] == 1
     # Each metrics file names the split it scores; stats.json says which one selects and which reports.
     assert evaluation["split"] == "test"
     assert json.loads((root / "metrics/train.json").read_text())["split"] == "dev"
     assert json.loads((root / "data/raw/stats.json").read_text())["roles"] == {
         "train": "training", "dev": "selection", "test": "report"}
-    assert evaluation["beam_size"] > 1  # the shipped default decodes with beam search ...
+    assert params["evaluate"]["beam_size"] > 1  # the shipped default decodes with beam search ...
     assert {"greedy_bleu", "greedy_exact_match"} <= set(evaluation)  # ... and greedy stands beside it
     predictions = [json.loads(l) for l in (root / "data/eval/predictions.jsonl").read_text().splitlines()]
     test = [json.loads(l) for l in (root / "inputs/test.jsonl").read_text().splitlines()]
@@ -86,7 +92,7 @@ def test_the_levers_run_through_the_pipeline(pipeline_repo):
     proc = run(["dvc", "repro"], root, env)
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"tokenize", "train", "train_reverse", "evaluate", "export"}
-    assert json.loads((root / "models/reverse/train.json").read_text())["steps"] == 20
+    assert json.loads((root / "models/reverse/train_run.json").read_text())["steps"] == 20
     assert not (root / "models/reverse/README.md").exists()
     assert json.loads((root / "data/tokenized/vocab.json").read_text())["string_placeholders"] is True
     assert (root / "data/tokenized/literals.json").is_file()

@@ -1,29 +1,36 @@
-"""The README's measured tables are exactly what `make report` renders from the committed files."""
+"""Every measured table of the README and docs/ is exactly what `make report` renders from the committed files."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from nmt import report
+from nmt import report, results
 
 from .conftest import REPO
 
 
-def test_the_readme_agrees_with_the_committed_result_files():
-    text = (REPO / "README.md").read_text()
-    assert set(report.RENDERERS) <= {m["name"] for m in report.MARKER.finditer(text)}  # every table is there
-    assert report.render(text, REPO) == text, "README tables are stale: run `make report` and commit README.md"
+def test_every_document_agrees_with_the_committed_result_files():
+    documents = report.documents(REPO)
+    sections = {m["name"] for path in documents for m in report.MARKER.finditer(path.read_text())}
+    assert set(report.RENDERERS) <= sections, "a renderer whose table appears nowhere"
+    stale = [str(p.relative_to(REPO)) for p in documents if report.render(p.read_text(), REPO) != p.read_text()]
+    assert not stale, f"tables are stale in {stale}: run `make report` and commit the rendered files"
 
 
 def copy_results(tmp_path: Path) -> Path:
-    for path in (report.EVAL, report.TRAIN, report.CURVE, report.EXAMPLES, report.ABLATION, report.README):
+    for path in (report.EVAL, report.TRAIN, report.CURVE, report.EXAMPLES, report.ABLATION, report.README,
+                 report.PARAMS, report.PUBLISHED, report.BENCH, report.SCALING):
         if (REPO / path).is_file():
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / path, tmp_path / path)
+    shutil.copytree(REPO / report.DOCS, tmp_path / report.DOCS)
+    for path in (REPO / results.RESULTS).glob("*.json"):
+        shutil.copy(path, tmp_path / results.RESULTS / path.name)
     return tmp_path
 
 
@@ -37,6 +44,34 @@ def test_a_changed_figure_changes_the_rendered_readme(tmp_path: Path):
     assert rendered != text and f"{evaluation['exact_match']:.1f}" in rendered
     report.main(root)
     assert (root / report.README).read_text() == rendered
+
+
+def test_a_recipe_result_file_is_rendered_and_the_newest_one_wins(tmp_path: Path):
+    root = copy_results(tmp_path)
+    for path in (root / results.RESULTS).glob("django-*.json"):
+        path.unlink()
+    assert "make django" in report.django_results(root)  # no file: the command that writes it, no figure
+    for day, em in ((dt.date(2026, 1, 2), 61.5), (dt.date(2026, 3, 4), 77.7)):
+        (root / "metrics").mkdir(exist_ok=True)
+        (root / "metrics/eval.json").write_text(json.dumps(
+            {"split": "test", "exact_match": em, "bleu": 70.0, "chrf": 80.0, "syntax_valid": 99.0,
+             "greedy_exact_match": 60.0, "greedy_bleu": 65.0, "greedy_chrf": 75.0, "greedy_syntax_valid": 95.0,
+             "baseline_exact_match": 20.0, "baseline_bleu": 18.0, "baseline_chrf": 30.0, "baseline_syntax_valid": 100.0}))
+        (root / "metrics/train.json").write_text(json.dumps({"split": "dev", "best_dev_bleu": 60.0,
+                                                             "train_seconds": 5000.0}))
+        (root / "metrics/train_curve.csv").write_text(
+            "step,train_loss,dev_loss,dev_bleu,dev_exact_match\n1000,2.5,1.9,55.25,50.5\n")
+        results.write_recipe_result("django", {"evaluate": {"beam_size": 10}}, ["dvc", "exp", "run"], 5500.0,
+                                    root, day)
+    table = report.django_results(root)
+    assert "77.7" in table and "61.5" not in table and "beam 10" in table and "91 min 40 s" in table
+    assert "| 1,000 | 2.500 | 1.900 | 55.2 | 50.5 |" in report.django_curve(root)
+
+
+def test_a_missing_result_file_renders_the_command_that_writes_it(tmp_path: Path):
+    root = copy_results(tmp_path)
+    (root / report.SCALING).unlink(missing_ok=True)
+    assert report.scaling(root) == "Not measured yet: `bash benchmarks/ddp_scaling.sh` writes `results/scaling.json`.\n"
 
 
 def test_an_unknown_section_is_an_error(tmp_path: Path):

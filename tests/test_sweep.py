@@ -48,6 +48,6 @@ def test_two_variants_run_the_stages_and_tabulate_their_scores(tmp_path):
     results = {r["name"]: r for r in json.loads(out.read_text())}
     assert set(results) == {"a", "b"}
     for r in results.values():
-        assert r["train"]["steps"] == 4 and 0.0 <= r["eval"]["exact_match"] <= 100.0
+        assert r["run"]["steps"] == 4 and 0.0 <= r["eval"]["exact_match"] <= 100.0
     assert "| a |" in proc.stdout and "| b |" in proc.stdout
     assert not (tmp_path / "runs" / "a" / "mlflow.db").exists()
