@@ -14,7 +14,7 @@ warm products, nmt.flops.measure_peak_flops); the datasheet's peak is recorded b
 GPUs nmt.flops knows, never divided by. The peak is measured again at the end (drift within a
 run), and the MFU of the last few full runs on the same machine and torch is kept with its spread
 (drift between runs): a different machine or a ``--quick`` run starts a fresh list. The markdown
-table printed at the end summarises the run.
+table printed at the end is the README's (nmt.report renders it).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from benchmarks import decoding, tokenize_speed, train_step
 from benchmarks.common import describe_device, versions
 from nmt.flops import measure_peak, measure_peak_flops
 from nmt.io import atomic_write_json
+from nmt.report import benchmarks_table
 
 LENGTHS = (24, 128)
 MFU_RUNS_KEPT = 5  # enough to see a spread, few enough that an old machine state ages out
@@ -48,19 +49,14 @@ def mfu_entry(results: dict, date: str) -> dict:
 
 def read_previous(path: Path) -> dict | None:
     """The results a former run left at ``path`` (None: none, or unreadable). A file from before
-    ``mfu_runs`` existed counts as one run, dated by its modification time."""
+    ``mfu_runs`` existed carries no run forward: its peak was measured another way (a median)."""
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(previous, dict):
         return None
-    if "mfu_runs" not in previous:
-        mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-        try:
-            previous["mfu_runs"] = [mfu_entry(previous, mtime)]
-        except (KeyError, TypeError):  # not a full run's results: no MFU to carry
-            previous["mfu_runs"] = []
+    previous.setdefault("mfu_runs", [])
     return previous
 
 
@@ -112,45 +108,6 @@ def run(device: torch.device, quick: bool, previous: dict | None = None) -> dict
     return results
 
 
-def _mfu_cell(r: dict, s24: dict) -> str:
-    peak = f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s measured {r['peak_flops_dtype']}"
-    if r.get("theoretical_peak_flops"):
-        peak += f" (datasheet {r['theoretical_peak_flops'] / 1e12:,.0f} TFLOP/s)"
-    cell = f"**{r['mfu']:.1%}** ({s24['mfu']:.1%}) of {peak}, {r['peak_flops_end'] / 1e9:,.0f} at the end"
-    if len(r["mfu_runs"]) > 1:
-        cell += (f"; last {len(r['mfu_runs'])} runs " + " / ".join(f"{x['mfu']:.1%}" for x in r["mfu_runs"])
-                 + f", spread {r['mfu_spread']:.1%}")
-    return cell
-
-
-def table(r: dict) -> str:
-    """Each measurement, its value, the target the issue set; each ratio against the other tool's fastest."""
-    s24, s128 = r["by_length"]["24"], r["by_length"]["128"]
-    rows = [
-        ("training tok/s, length 24: ours / nn.Transformer", f"{s24['train_tok_s']:,} / {s24['torch_transformer_tok_s']:,}"
-         f" = **{s24['train_speedup_vs_torch']:.2f}x**", ">= 1.2x"),
-        ("training tok/s, length 128: ours / nn.Transformer", f"{s128['train_tok_s']:,} / "
-         f"{s128['torch_transformer_tok_s']:,} = **{s128['train_speedup_vs_torch']:.2f}x**", ">= 1.2x"),
-        ("MFU, length 128 (length 24)", _mfu_cell(r, s24), ">= 60 %"),
-        ("greedy, KV cache vs none", f"{r['greedy_uncached_s']:.2f} s / {r['greedy_cached_s']:.2f} s = "
-         f"**{r['kv_cache_speedup']:.1f}x** ({r['greedy_output_tokens']} tokens)", ">= 3x"),
-        (f"beam 4 x 64 sources, HF BART generate at its fastest ({r['hf_fastest_setting']}) / ours",
-         f"{r['hf_bart_beam_s']:.2f} s / {r['beam_s']:.2f} s = **{r['beam_speedup_vs_hf']:.2f}x** "
-         f"({r['beam_output_tokens']} tokens)", ">= 1.5x"),
-        (f"tokenizer tok/s, ours / tiktoken's fastest call ({r['tiktoken_fastest_call']})",
-         f"{r['tokenize_tok_s']:,} / {r['tiktoken_fastest_tok_s']:,} = **{r['tokenize_ratio_vs_tiktoken']:.2f}x**",
-         ">= 0.8x, >= 1 M tok/s"),
-        ("peak RSS of a training step, length 24 / 128", f"{s24['peak_rss_mb']:.0f} / {s128['peak_rss_mb']:.0f} MiB", ""),
-        ("time waiting for data", f"**{r['data_wait_share']:.1%}** of the step", "< 5 %"),
-        ("HF generate, every setting (s)", ", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k}: {v}"
-                                                      for k, v in r["hf_generate_s"].items()), ""),
-        ("tiktoken, every call (tok/s)", ", ".join(f"{k} {v:,}" for k, v in r["tiktoken_calls"].items()), ""),
-    ]
-    lines = ["| measurement | result | target |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines) + f"\n\n{r['device']}, torch {r['versions']['torch']}, {r['seconds']:.0f} s"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller inputs (< 2 min): a smoke run")
@@ -163,7 +120,7 @@ def main() -> None:
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2))
     print()
-    print(table(results))
+    print(benchmarks_table(results))
 
 
 if __name__ == "__main__":

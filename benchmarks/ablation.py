@@ -26,8 +26,8 @@ from pathlib import Path
 from nmt.config import DEFAULT_PARAMS
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
-from nmt.stage import fail, find_dvc
 from nmt.results import machine
+from nmt.stage import fail, find_dvc
 
 OUT = Path("results/default-ablation.json")
 PLACEHOLDERS_OFF = {"tokenize": {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,

@@ -178,7 +178,11 @@ def benchmarks(root: Path) -> str:
     """``benchmarks/results.json``: each comparison against the other tool's fastest way."""
     if not (root / BENCH).is_file():
         return _missing(BENCH, "make bench")
-    r = read_json(root / BENCH)
+    return benchmarks_table(read_json(root / BENCH))
+
+
+def benchmarks_table(r: dict[str, Any]) -> str:
+    """The table of one ``python -m benchmarks`` run (what it prints, and the README's)."""
     s24, s128 = r["by_length"]["24"], r["by_length"]["128"]
     peak = (f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s measured {r['peak_flops_dtype']} "
             f"(at the run's end: {r['peak_flops_end'] / 1e9:,.0f})")

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nmt.batching import collate
 from nmt.config import ModelConfig
-from nmt.flops import forward_flops, measure_peak_flops, theoretical_peak_flops, train_step_flops
+from nmt.flops import (
+    forward_flops,
+    measure_peak_flops,
+    theoretical_peak_flops,
+    train_step_flops,
+)
 from nmt.model import Dropout, Transformer, attend
 from nmt.train import micro_batch_flops
 
@@ -209,16 +213,13 @@ def test_mfu_runs_carry_forward_on_the_same_machine_only():
         assert [r["mfu"] for r in fresh["mfu_runs"]] == [0.4] and fresh["mfu_spread"] is None
 
 
-def test_a_results_file_from_before_mfu_runs_counts_as_one_run(tmp_path):
+def test_a_results_file_from_before_mfu_runs_carries_no_run_forward(tmp_path):
     from benchmarks.__main__ import mfu_history, read_previous
 
     path = tmp_path / "results.json"
     assert read_previous(path) is None
-    path.write_text(json.dumps(full_run(0.545)))
-    previous = read_previous(path)
-    (entry,) = previous["mfu_runs"]
-    assert entry["mfu"] == 0.545 and datetime.fromisoformat(entry["date"]).tzinfo  # its modification time, UTC
-    assert [r["mfu"] for r in mfu_history(previous, full_run(0.39), "now")["mfu_runs"]] == [0.545, 0.39]
+    path.write_text(json.dumps(full_run(0.545)))  # its peak was a median: not comparable
+    assert [r["mfu"] for r in mfu_history(read_previous(path), full_run(0.39), "now")["mfu_runs"]] == [0.39]
     path.write_text("{not json")
     assert read_previous(path) is None
 
