@@ -27,7 +27,7 @@ from nmt.config import DEFAULT_PARAMS
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
 from nmt.results import machine
-from nmt.stage import fail, find_dvc
+from nmt.stages.runner import fail, find_dvc
 
 OUT = Path("results/default-ablation.json")
 PLACEHOLDERS_OFF = {"tokenize": {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,

@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.common import autocast, interleaved_medians, median_seconds
 from benchmarks.train_step import SHAPE, VOCAB
-from nmt.decode import beam_search, greedy
+from nmt.decoding.search import beam_search, greedy
 from nmt.model import Transformer
 
 if TYPE_CHECKING:

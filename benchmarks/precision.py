@@ -3,7 +3,7 @@
     python -m benchmarks.precision               # on the GPU if there is one, else the CPU
     python -m benchmarks.precision --steps 20    # shorter
 
-The real training loop (:func:`nmt.train.train`: autocast, GradScaler, pinned batches, the MFU it
+The real training loop (:func:`nmt.training.loop.train`: autocast, GradScaler, pinned batches, the MFU it
 writes to ``metrics/train.json``) on the default model shape, over synthetic pairs (the tests'
 templates), with 16,384-token batches and MLflow off. One JSON line per setting. On a CPU fp16 is
 skipped (the train stage refuses it) and so is compiling (minutes on 2 cores).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nmt import train as T
+from nmt.training import loop as T
 from nmt.config import params_from_dict
 from tests.conftest import tokenized_data
 

@@ -14,9 +14,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.train_step import SHAPE, TRAIN, VOCAB, ours, random_batch
-from nmt.decode import beam_search
+from nmt.decoding.search import beam_search
 from nmt.model import Transformer
-from nmt.train import optimizer_step
+from nmt.training.loop import optimizer_step
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 

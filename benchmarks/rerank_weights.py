@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.rerank_weights MODEL_DIR DATA.jsonl [--beam-size 10] [--folds 2] [--repeats 5]
 
 Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
-setting), computes the three penalties of every hypothesis (:mod:`nmt.rerank`) and, when the model
-directory has a reverse model, its reconstruction score (:mod:`nmt.reconstruction`), and scores exact
+setting), computes the three penalties of every hypothesis (:mod:`nmt.decoding.rerank`) and, when the model
+directory has a reverse model, its reconstruction score (:mod:`nmt.decoding.reconstruction`), and scores exact
 match for each point of a grid of (missing, unexplained, repeated, reconstruction) weights without
 decoding again.
 It prints the top hypothesis's exact match and the n-best's (the ceiling of any reranking), the
@@ -25,8 +25,8 @@ from pathlib import Path
 from nmt import metrics
 from nmt.io import read_jsonl
 from nmt.metrics import is_valid_python
-from nmt.rerank import LexicalWeights, penalties
-from nmt.translator import Translator
+from nmt.decoding.rerank import LexicalWeights, penalties
+from nmt.decoding.translator import Translator
 
 GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 2.5, 3.0), "unexplained": (0.0, 0.5, 1.0, 1.5, 2.0),
         "repeated": (0.0, 0.5, 1.0, 2.0), "reconstruction": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)}

@@ -17,7 +17,7 @@ from pathlib import Path
 from nmt import metrics
 from nmt.io import read_jsonl
 from nmt.placeholders import PATTERN
-from nmt.translator import Translator
+from nmt.decoding.translator import Translator
 
 
 def run(model_dir: Path, data: Path, beam_size: int) -> dict[str, dict[str, float]]:

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.tokenize_memory [--pairs 10000 100000 1000000] [--placeholders]
 
 For each size, a generated train.jsonl of that many pairs (dev and test: 1,000 each) is
-tokenized in a fresh process (``nmt.encode_data.tokenize_dataset``, the stage's whole work), and
+tokenized in a fresh process (``nmt.stages.tokenize.tokenize_dataset``, the stage's whole work), and
 that process's peak resident memory (``ru_maxrss``) is reported with its wall time and the size
 of what it wrote. The pairs are Django-like: a description of 4-20 words drawn from 5,000
 English-like words and 20,000 identifiers, and a line of code built from some of them; no two
@@ -25,7 +25,7 @@ CHILD = """
 import json, resource, sys
 from pathlib import Path
 from nmt.config import TokenizeConfig
-from nmt.encode_data import tokenize_dataset
+from nmt.stages.tokenize import tokenize_dataset
 raw, out, placeholders = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 cfg = TokenizeConfig(string_placeholders=placeholders, name_placeholders=placeholders,
                      rare_words=10 if placeholders else 0, placeholder_tokens=placeholders)

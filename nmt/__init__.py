@@ -7,7 +7,7 @@ __all__ = ["Translator"]
 def __getattr__(name: str):
     # Lazy, so that `import nmt` (and the CLI's --help) does not pay for importing torch.
     if name == "Translator":
-        from nmt.translator import Translator
+        from nmt.decoding.translator import Translator
 
         return Translator
     raise AttributeError(f"module 'nmt' has no attribute {name!r}")

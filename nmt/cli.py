@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.errors import NmtError
-from nmt.stage import fail
+from nmt.stages.runner import fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Translate natural language into code with a from-scratch Transformer.")
@@ -78,7 +78,7 @@ PrefixOpt = Annotated[Optional[bool], typer.Option(
 
 
 def _load(model: Path, device: str):
-    from nmt.translator import Translator
+    from nmt.decoding.translator import Translator
 
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
@@ -267,8 +267,8 @@ def evaluate(
 @app.command()
 def train(params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml")) -> None:
     """Run the train stage outside DVC (reads data/tokenized, writes models/ and metrics/)."""
-    from nmt.stage import run_stage
-    from nmt.train import train as train_model
+    from nmt.stages.runner import run_stage
+    from nmt.training.loop import train as train_model
 
     run_stage(train_model, params)
 
@@ -304,7 +304,7 @@ def check_metrics(
     import subprocess
 
     from nmt.quality_gate import RUN_OUTPUTS, score_drops, stale_files
-    from nmt.stage import find_dvc
+    from nmt.stages.runner import find_dvc
 
     dvc = find_dvc()
     if dvc is None:
@@ -335,7 +335,7 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    from nmt.tracking import RUN_COLUMNS, recent_runs, tracking_uri
+    from nmt.tracking.run import RUN_COLUMNS, recent_runs, tracking_uri
 
     try:
         name = experiment or _experiment_name(params)
@@ -362,7 +362,7 @@ def ui(
     import urllib.request
     import webbrowser
 
-    from nmt.tracking import prepare_ui, tracking_uri, ui_url
+    from nmt.tracking.run import prepare_ui, tracking_uri, ui_url
 
     try:
         name = _experiment_name(params)

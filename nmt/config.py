@@ -240,7 +240,7 @@ class EvaluateConfig:
     max_len_b: int = opt(200, "longest output = max_len_a * source tokens + max_len_b (capped by model.max_len)", *positive)
     rerank: Rerank = opt("lexical", "syntax: output the best-scoring hypothesis of the beam that is valid Python "
                                  "(else the best one); lexical: the same, with each score lowered by how far "
-                                 "the hypothesis strays from its description's words (nmt/rerank.py)")
+                                 "the hypothesis strays from its description's words (nmt/decoding/rerank.py)")
     rerank_missing: float = opt(2.0, "lexical rerank: weight of the description's words a hypothesis leaves out "
                                      "(tuned on the Django dev split)", *non_negative)
     rerank_unexplained: float = opt(1.0, "lexical rerank: weight of a hypothesis's words its description does "

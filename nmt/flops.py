@@ -158,7 +158,7 @@ DATASHEET_PEAKS: tuple[tuple[frozenset[str], dict[str, float]], ...] = (
 
 def _matmul_kind(dtype: torch.dtype) -> str | None:
     """The datasheet column a matmul in ``dtype`` runs at: fp32 ones run on TF32 tensor cores when
-    allowed (the train stage allows it on a GPU: nmt.precision.enable_tf32)."""
+    allowed (the train stage allows it on a GPU: nmt.training.precision.enable_tf32)."""
     if dtype == torch.float32:
         return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)

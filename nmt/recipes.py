@@ -33,7 +33,7 @@ import yaml
 from nmt.config import DEFAULT_PARAMS, Params, flatten, params_from_dict
 from nmt.errors import ConfigError, DataError
 from nmt.results import write_recipe_result
-from nmt.stage import fail, find_dvc
+from nmt.stages.runner import fail, find_dvc
 
 RECIPES = Path("recipes")
 # Strings Hydra reads back unchanged without quotes (anything else is quoted).

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from nmt.data.prepare import prepare_data
-from nmt.stage import run_stage
+from nmt.stages.download import prepare_data
+from nmt.stages.runner import run_stage
 
 if __name__ == "__main__":
     run_stage(lambda params: prepare_data(params.data, Path("data/raw")))

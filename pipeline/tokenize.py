@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from nmt.encode_data import tokenize_dataset
-from nmt.rerank import LEXICON_FILE, write_lexicon
-from nmt.stage import run_stage
+from nmt.stages.tokenize import tokenize_dataset
+from nmt.decoding.rerank import LEXICON_FILE, write_lexicon
+from nmt.stages.runner import run_stage
 
 RAW, OUT = Path("data/raw"), Path("data/tokenized")
 

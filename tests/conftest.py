@@ -63,7 +63,7 @@ def plain_tokenize(**options: object):
 
 def tokenized_data(root: Path, sizes: tuple[int, int, int]) -> Path:
     """``root/tokenized`` of synthetic train, dev and test pairs, made in-process (no DVC, no download)."""
-    from nmt.encode_data import tokenize_dataset
+    from nmt.stages.tokenize import tokenize_dataset
 
     for split, n, seed in zip(("train", "dev", "test"), sizes, (0, 1, 2)):
         write_jsonl(root / "raw" / f"{split}.jsonl", synthetic_pairs(n, seed))

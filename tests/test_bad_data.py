@@ -20,7 +20,7 @@ from nmt.config import (
     params_from_dict,
 )
 from nmt.data.jsonl import MAX_LINE_BYTES, BadLine, parse_pair
-from nmt.data.prepare import prepare_data
+from nmt.stages.download import prepare_data
 from nmt.errors import ConfigError, DataError
 
 from .conftest import fuzz_examples

@@ -24,7 +24,7 @@ from nmt.flops import (
     train_step_flops,
 )
 from nmt.model import Dropout, Transformer, attend
-from nmt.train import micro_batch_flops
+from nmt.training.loop import micro_batch_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -272,7 +272,7 @@ def test_missed_words_counts_wrong_lines_that_leave_out_a_kept_description_word(
 
 def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on_the_others():
     from benchmarks.rerank_weights import cross_validated, exact_matches
-    from nmt.rerank import LexicalWeights, Penalties
+    from nmt.decoding.rerank import LexicalWeights, Penalties
 
     def hyp(score, missing, exact):
         return {"score": score, "valid": True, "penalties": Penalties(missing, 0.0, 0.0), "reconstruction": 0.0,
@@ -298,8 +298,8 @@ def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypa
     from benchmarks.rerank_weights import hypotheses
     from nmt.checkpoint import load_model, save_model
     from nmt.model import Transformer
-    from nmt.rerank import Lexicon
-    from nmt.translator import REVERSE_FILES
+    from nmt.decoding.rerank import Lexicon
+    from nmt.decoding.translator import REVERSE_FILES
 
     from .conftest import synthetic_pairs, write_jsonl
 

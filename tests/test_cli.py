@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nmt.cli import app
-from nmt.translator import Translator
+from nmt.decoding.translator import Translator
 
 from .conftest import REPO, synthetic_pairs, write_jsonl
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from nmt.batching import collate
 from nmt.checkpoint import load_model, save_model
 from nmt.config import ModelConfig, params_from_dict
-from nmt.decode import beam_search, greedy, sample
+from nmt.decoding.search import beam_search, greedy, sample
 from nmt.errors import ModelFileError
 from nmt.model import Transformer
-from nmt.train import batch_loss
+from nmt.training.loop import batch_loss
 
 from .test_model import BOS, EOS, PAD, V, random_batch, tiny
 
@@ -159,7 +159,7 @@ def random_sequences(g: torch.Generator, n: int, low: int, high: int) -> list[li
 
 
 def train_copy_task(copy: bool, steps: int = 400, seed: int = 0) -> Transformer:
-    """Target = source, random ids from 3..499, fresh batches, the training loss of nmt.train (~2 s)."""
+    """Target = source, random ids from 3..499, fresh batches, the training loss of nmt.training.loop (~2 s)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=16, copy=copy)
     model = Transformer(cfg, N_IDS, PAD)

@@ -19,7 +19,7 @@ import pytest
 
 from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig, StdlibConfig, params_from_dict
 from nmt.data import concode, django, stdlib
-from nmt.data.prepare import prepare_data, token_lengths
+from nmt.stages.download import prepare_data, token_lengths
 from nmt.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nmt import translator as translator_module
+from nmt.decoding import translator as translator_module
 from nmt.cli import app
-from nmt.decode import Hypothesis
+from nmt.decoding.search import Hypothesis
 from nmt.errors import ModelFileError
-from nmt.rerank import rerank_candidates
-from nmt.translator import BUILTIN_DECODING, Translator
+from nmt.decoding.rerank import rerank_candidates
+from nmt.decoding.translator import BUILTIN_DECODING, Translator
 
 from .conftest import synthetic_pairs, write_jsonl
 

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from nmt.config import params_from_dict
-from nmt.ema import EMA
+from nmt.training.ema import EMA
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer
-from nmt.train import Paths, seed_everything, train
+from nmt.training.loop import Paths, seed_everything, train
 
 from .conftest import tokenized_data
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nmt import resume
-from nmt import train as train_module
+from nmt.training import resume
+from nmt.training import loop as train_module
 from nmt.batching import collate
 from nmt.config import Params, params_from_dict
 from nmt.errors import ConfigError
 from nmt.flops import train_step_flops
 from nmt.model import Transformer
-from nmt.precision import Precision, PrecisionError, resolve_precision
-from nmt.train import Paths, TrainingDiverged
+from nmt.training.precision import Precision, PrecisionError, resolve_precision
+from nmt.training.loop import Paths, TrainingDiverged
 
 from .conftest import TINY, tokenized_data
 
@@ -218,7 +218,7 @@ def test_auto_precision_on_cuda_trains_in_bf16(tokenized, tmp_path):
 
 @cuda
 def test_batches_for_cuda_are_pinned(tokenized):
-    from nmt.encode_data import TokenizedSplit
+    from nmt.stages.tokenize import TokenizedSplit
     from nmt.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tokenized / "vocab.json")

@@ -21,7 +21,7 @@ import pytest
 
 from nmt.config import MlflowConfig
 from nmt.errors import NmtError
-from nmt.tracking import Run, TrackingError, check_reachable
+from nmt.tracking.run import Run, TrackingError, check_reachable
 
 
 def mlflow_client(root: Path, monkeypatch):
@@ -115,7 +115,7 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
 def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(pipeline_repo, monkeypatch, tmp_path):
     import mlflow
 
-    from nmt.tracking import log_and_register_model
+    from nmt.tracking.run import log_and_register_model
 
     root, _ = pipeline_repo
     mlflow_client(root, monkeypatch)
@@ -171,7 +171,7 @@ def post(url: str, body: str) -> tuple[int, dict]:
 
 
 def test_served_champion_translates(model_server, pipeline_repo):
-    from nmt.translator import Translator
+    from nmt.decoding.translator import Translator
 
     status, answer = post(model_server, json.dumps({"inputs": [{"nl": "print x"}, {"nl": "return the sum of x and y"}]}))
     assert status == 200
@@ -278,7 +278,7 @@ def run_statuses(work: Path) -> list[str]:
 
 
 def test_crashed_training_marks_its_run_failed(pipeline_repo, tmp_path, monkeypatch):
-    from nmt import train as train_module
+    from nmt.training import loop as train_module
     from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path)
@@ -320,7 +320,7 @@ def test_nmt_runs_on_a_dead_store_is_a_clear_error(pipeline_repo):
 
 def test_a_signal_during_a_store_write_is_delivered_after_it():
     """Ctrl-C inside a SQLite write left a lock behind and the run RUNNING; it now waits for the write."""
-    from nmt.tracking import signals_held
+    from nmt.tracking.run import signals_held
 
     finished = []
     # Python's own Ctrl-C handler, whatever this process inherited: a shell's background job starts

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from nmt.batching import collate, token_budget_batches
 from nmt.config import ModelConfig
-from nmt.decode import beam_search, greedy, length_penalty
+from nmt.decoding.search import beam_search, greedy, length_penalty
 from nmt.model import Transformer
 
 V, PAD, BOS, EOS = 40, 0, 1, 2

@@ -7,7 +7,7 @@ import json
 import yaml
 
 from nmt.config import DECODING_KEYS
-from nmt.translator import Translator
+from nmt.decoding.translator import Translator
 
 from .conftest import run
 

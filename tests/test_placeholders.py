@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmt import placeholders as P
-from nmt import train as train_module
+from nmt.training import loop as train_module
 from nmt.batching import collate
 from nmt.config import ModelConfig
-from nmt.encode_data import TokenizedSplit, load_literals, tokenize_dataset
+from nmt.stages.tokenize import TokenizedSplit, load_literals, tokenize_dataset
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer, base_encoding
-from nmt.translator import Translator
+from nmt.decoding.translator import Translator
 
 from .conftest import PLAIN_TOKENIZE, plain_tokenize, write_jsonl
 
@@ -373,7 +373,7 @@ def test_decoding_emits_only_the_placeholders_of_its_own_source():
     with torch.no_grad():
         unrestricted.embed.weight[favourite] *= 50
     src = torch.tensor([tok.encode("x _ID:0_ y")])
-    from nmt.decode import greedy
+    from nmt.decoding.search import greedy
     assert favourite in greedy(unrestricted, src, src != tok.pad_id, tok.bos_id, tok.eos_id, 5)[0].tokens
 
 

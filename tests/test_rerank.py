@@ -8,11 +8,11 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from nmt import translator as translator_module
+from nmt.decoding import translator as translator_module
 from nmt.cli import app
-from nmt.decode import Hypothesis
+from nmt.decoding.search import Hypothesis
 from nmt.errors import ModelFileError
-from nmt.rerank import (
+from nmt.decoding.rerank import (
     PRIOR,
     LexicalWeights,
     Lexicon,
@@ -21,7 +21,7 @@ from nmt.rerank import (
     words,
     write_lexicon,
 )
-from nmt.translator import Translator
+from nmt.decoding.translator import Translator
 
 from .conftest import write_jsonl
 

@@ -192,7 +192,7 @@ def test_a_truncated_resume_checkpoint_is_a_clear_error(pipeline_repo, tmp_path)
 
 # --------------------------------------------------------------------------- numerical faults
 def test_nan_steps_are_skipped_and_counted(pipeline_repo, tmp_path, monkeypatch):
-    from nmt import train as train_module
+    from nmt.training import loop as train_module
     from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path, eval_every=10, max_steps=30)

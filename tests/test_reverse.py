@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nmt import train as train_module
-from nmt import translator as translator_module
+from nmt.training import loop as train_module
+from nmt.decoding import translator as translator_module
 from nmt.checkpoint import load_model, save_model
 from nmt.cli import app
 from nmt.config import (
@@ -20,14 +20,14 @@ from nmt.config import (
     TrainConfig,
     params_from_dict,
 )
-from nmt.decode import Hypothesis
-from nmt.encode_data import TokenizedSplit
+from nmt.decoding.search import Hypothesis
+from nmt.stages.tokenize import TokenizedSplit
 from nmt.errors import ConfigError, ModelFileError
 from nmt.model import Transformer
-from nmt.reconstruction import reconstruction_scores
-from nmt.rerank import LexicalWeights, Lexicon, rerank_candidates
-from nmt.train import Paths, train_reverse
-from nmt.translator import REVERSE_FILES, Translator
+from nmt.decoding.reconstruction import reconstruction_scores
+from nmt.decoding.rerank import LexicalWeights, Lexicon, rerank_candidates
+from nmt.training.loop import Paths, train_reverse
+from nmt.decoding.translator import REVERSE_FILES, Translator
 
 from .conftest import synthetic_pairs, tokenized_data
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from nmt.encode_data import TokenizedSplit, tokenize_dataset
+from nmt.stages.tokenize import TokenizedSplit, tokenize_dataset
 from nmt.errors import DataError, ModelFileError
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer, base_encoding
 

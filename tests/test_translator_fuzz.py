@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nmt.errors import InputTooLongError
-from nmt.translator import Translation, Translator
+from nmt.decoding.translator import Translation, Translator
 
 from .conftest import fuzz_examples
 

@@ -3,7 +3,7 @@
 Reading a file skips its bad lines (not UTF-8, not a JSON object, ``nl``/``code`` missing, not
 strings, empty or holding lone surrogates, or longer than :data:`MAX_LINE_BYTES`) and counts them
 in a :class:`LineReport`: one stray line should not sink a 100,000-line file, but
-:func:`nmt.data.prepare.prepare_data` stops when they are more than ``data.max_bad_fraction``.
+:func:`nmt.stages.download.prepare_data` stops when they are more than ``data.max_bad_fraction``.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from pathlib import Path
 from nmt.checkpoint import read_model_config
 from nmt.config import Params, decoding_of, to_dict
 from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
-from nmt.rerank import LEXICON_FILE
-from nmt.tracking import Run, log_and_register_model
-from nmt.translator import REVERSE_FILES
+from nmt.decoding.rerank import LEXICON_FILE
+from nmt.tracking.run import Run, log_and_register_model
+from nmt.decoding.translator import REVERSE_FILES
 
 
 @dataclass
@@ -115,7 +115,7 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
 
 
 def register(params: Params, paths: Paths) -> None:
-    """Log the export as a pyfunc into the training run and register it (see nmt.tracking)."""
+    """Log the export as a pyfunc into the training run and register it (see nmt.tracking.run)."""
     with Run.resume(paths.run_file, params.mlflow) as run:
         if not run.enabled:
             print("export: not registered in MLflow (no tracked training run)", file=sys.stderr)

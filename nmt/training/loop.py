@@ -4,11 +4,11 @@ Every ``train.eval_every`` steps the dev split is scored twice: teacher-forced l
 exact match of *real decoding* — greedy, or beam search when ``train.eval_beam_size`` > 1 — what
 a user would get, never the teacher-forced argmax. The checkpoint with the best dev BLEU is kept;
 patience stops a run that no longer improves. With ``train.ema_decay`` the dev scores and the kept
-checkpoint come from an exponential moving average of the weights (:mod:`nmt.ema`). With string
+checkpoint come from an exponential moving average of the weights (:mod:`nmt.training.ema`). With string
 placeholders (``tokenize.string_placeholders``) dev outputs and references are restored before
 scoring, so dev BLEU counts literals as the evaluate stage does.
 
-The step's forward pass and loss run under autocast in ``train.precision`` (:mod:`nmt.precision`;
+The step's forward pass and loss run under autocast in ``train.precision`` (:mod:`nmt.training.precision`;
 the weights stay float32), optionally through ``torch.compile``. ``metrics/train.json`` reports the
 model FLOP/s achieved (:mod:`nmt.flops`, counted on each sequence's real, non-padding tokens) and
 MFU against the matmul peak measured on the training device as the stage starts, the same way the
@@ -37,23 +37,24 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from nmt import distributed, metrics, plots, resume
+from nmt import metrics, plots
+from nmt.training import distributed, resume
 from nmt.batching import Batch, collate, token_budget_batches
 from nmt.checkpoint import save_model
 from nmt.config import Params, TrainConfig, flatten, to_dict
-from nmt.decode import beam_search, greedy
-from nmt.distributed import Dist, all_sum, any_rank, gather_objects
-from nmt.ema import EMA
-from nmt.encode_data import TokenizedSplit, load_literals
+from nmt.decoding.search import beam_search, greedy
+from nmt.training.distributed import Dist, all_sum, any_rank, gather_objects
+from nmt.training.ema import EMA
+from nmt.stages.tokenize import TokenizedSplit, load_literals
 from nmt.errors import NmtError
 from nmt.flops import Peak, measure_peak, unpadded_train_flops
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.model import Transformer
 from nmt.placeholders import restore
-from nmt.precision import FP32, Precision, enable_tf32
-from nmt.stopping import GracefulStop
+from nmt.training.precision import FP32, Precision, enable_tf32
+from nmt.training.stopping import GracefulStop
 from nmt.tokenizer import Tokenizer
-from nmt.tracking import Run, directory_sha256, environment_tags, git_tags
+from nmt.tracking.run import Run, directory_sha256, environment_tags, git_tags
 
 CURVE_FIELDS = ["step", "train_loss", "dev_loss", "dev_bleu", "dev_exact_match", "lr"]
 
@@ -194,7 +195,7 @@ def optimizer_step(
 
     Each micro-batch's summed loss is divided by the step's token count (over all ranks) before
     backward, so the gradient is the per-token mean over the whole step however it was split
-    across micro-batches and processes (nmt/distributed.py: DDP averages over ranks, hence the
+    across micro-batches and processes (nmt/training/distributed.py: DDP averages over ranks, hence the
     factor world_size).
     """
     device = micro[0].src.device

@@ -17,7 +17,7 @@ of the training pairs). Words are identifiers and numbers (``strip_tags``, ``lev
   (once at least): ``self . cdata_tag = self . cdata_tag = None`` for ``set self.cdata_tag to None``.
 
 The score of a hypothesis is ``score - w_m * missing - w_u * unexplained - w_r * repeated``, plus
-``w_c * log P(description | hypothesis)`` when a reverse model is trained (:mod:`nmt.reconstruction`,
+``w_c * log P(description | hypothesis)`` when a reverse model is trained (:mod:`nmt.decoding.reconstruction`,
 the reconstruction score of neural rerankers, Yin & Neubig 2019). The penalties are its count-based
 companion: what a model reading the code back would say about which description words it explains. A word the
 training pairs never show gets :data:`PRIOR` (an unseen word is most likely a name the code copies),
@@ -152,7 +152,7 @@ class LexicalWeights:
     missing: float = 0.0
     unexplained: float = 0.0
     repeated: float = 0.0
-    reconstruction: float = 0.0  # of log P(description | hypothesis) under the reverse model (nmt.reconstruction)
+    reconstruction: float = 0.0  # of log P(description | hypothesis) under the reverse model (nmt.decoding.reconstruction)
 
     @classmethod
     def of(cls, cfg: Any) -> LexicalWeights:
@@ -172,7 +172,7 @@ def rerank_candidates(candidates: list[Candidate], how: str, description: str = 
     The scores that come back are the model's own: reranking changes the order, not the scores.
     Valid Python comes first under both syntax and lexical, so the top one is valid whenever any
     candidate is (:func:`nmt.metrics.is_valid_python`). ``reconstruction`` holds each candidate's
-    log P(description | candidate) (:mod:`nmt.reconstruction`), needed when its weight is not 0.
+    log P(description | candidate) (:mod:`nmt.decoding.reconstruction`), needed when its weight is not 0.
     """
     return [candidates[i] for i in rerank_order(candidates, how, description, lexicon, weights, reconstruction)]
 

@@ -1,6 +1,6 @@
 """The exported model as an MLflow pyfunc: descriptions in, code out, behind `mlflow models serve`.
 
-The export stage logs it as a *model from code* (``nmt/mlflow_model.py``, no pickle): the logged
+The export stage logs it as a *model from code* (``nmt/tracking/pyfunc_script.py``, no pickle): the logged
 artifact holds the export directory (weights, config, tokenizer), the ``nmt`` package and pinned
 requirements, so ``mlflow models serve -m models:/nmt-text2code@champion`` needs nothing else.
 
@@ -37,10 +37,10 @@ class Description(pydantic.BaseModel):
 
 
 class TranslatorModel(mlflow.pyfunc.PythonModel):
-    """A :class:`~nmt.translator.Translator` loaded from the logged export directory."""
+    """A :class:`~nmt.decoding.translator.Translator` loaded from the logged export directory."""
 
     def load_context(self, context) -> None:
-        from nmt.translator import Translator
+        from nmt.decoding.translator import Translator
 
         self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
 

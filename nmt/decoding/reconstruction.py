@@ -1,6 +1,6 @@
 """Reconstruction: how well a code hypothesis gives its description back, under the reverse model.
 
-The reverse model (:func:`nmt.train.train_reverse`) reads code and writes its description. For a
+The reverse model (:func:`nmt.training.loop.train_reverse`) reads code and writes its description. For a
 beam hypothesis y of description x, log P(x | y) is high when y says everything x says: a
 hypothesis that dropped a clause or wrote `<` for "lesser than or equal" explains x worse. The
 lexical reranker adds it to the forward score with weight ``evaluate.rerank_reconstruction``

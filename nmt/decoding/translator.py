@@ -26,7 +26,7 @@ import torch
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
 from nmt.config import RERANK_CHOICES, EvaluateConfig, decoding_of
-from nmt.decode import (
+from nmt.decoding.search import (
     Hypothesis,
     beam_search,
     check_sampling,
@@ -37,8 +37,8 @@ from nmt.decode import (
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
 from nmt.placeholders import Masked, add_described_prefixes, mask_description, restore
-from nmt.reconstruction import reconstruction_scores
-from nmt.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_order
+from nmt.decoding.reconstruction import reconstruction_scores
+from nmt.decoding.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_order
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
@@ -208,11 +208,11 @@ class Translator:
         included), capped by the model's ``max_len``.
 
         ``sample=True`` draws ``n_best`` samples per text (temperature, top_k, top_p: see
-        :func:`nmt.decode.sample`), best score first; ``seed`` makes the draws repeatable for the
+        :func:`nmt.decoding.search.sample`), best score first; ``seed`` makes the draws repeatable for the
         same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses come back.
 
         ``rerank="syntax"`` decodes the beam's (or the samples') full n-best list and puts the
-        hypotheses that are valid Python first (:func:`nmt.rerank.rerank_candidates`): ``text`` is the
+        hypotheses that are valid Python first (:func:`nmt.decoding.rerank.rerank_candidates`): ``text`` is the
         best-scoring valid one, or the best one when none is valid. ``rerank="lexical"`` also
         weighs each hypothesis against its description's words, and needs :attr:`lexicon`; with a
         ``rerank_reconstruction`` weight (a model default) it also asks the reverse model

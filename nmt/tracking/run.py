@@ -362,13 +362,13 @@ def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_
     from mlflow.exceptions import MlflowException
 
     import nmt
-    from nmt import serving
+    from nmt.tracking import pyfunc as serving
 
     package = Path(nmt.__file__).parent
     # The signature comes from predict's type hints; the example's params become the params schema.
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(package / "mlflow_model.py"),
+        python_model=str(package / "tracking" / "pyfunc_script.py"),
         artifacts={"model_dir": str(model_dir)},
         code_paths=[str(package)],
         input_example=([{"nl": serving.EXAMPLE}], decode_defaults),

@@ -16,8 +16,8 @@ from nmt.io import (
     read_jsonl,
 )
 from nmt.retrieval import RetrievalBaseline
-from nmt.tracking import Run
-from nmt.translator import DecodeSettings, Translation, Translator
+from nmt.tracking.run import Run
+from nmt.decoding.translator import DecodeSettings, Translation, Translator
 
 
 @dataclass
