@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 from nmt.config import DEFAULT_PARAMS
+from nmt.dvc import find_dvc
+from nmt.errors import fail
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
 from nmt.results import machine
-from nmt.stages.runner import fail, find_dvc
 
 OUT = Path("results/default-ablation.json")
 PLACEHOLDERS_OFF = {"tokenize": {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nmt.io import read_jsonl
+from nmt.data.pairs import read_jsonl
 from nmt.placeholders import _IDENTIFIER, common_words, is_name
 
 

@@ -3,7 +3,7 @@
     python -m benchmarks.precision               # on the GPU if there is one, else the CPU
     python -m benchmarks.precision --steps 20    # shorter
 
-The real training loop (:func:`nmt.training.loop.train`: autocast, GradScaler, pinned batches, the MFU it
+The real training loop (:func:`nmt.stages.train.train`: autocast, GradScaler, pinned batches, the MFU it
 writes to ``metrics/train.json``) on the default model shape, over synthetic pairs (the tests'
 templates), with 16,384-token batches and MLflow off. One JSON line per setting. On a CPU fp16 is
 skipped (the train stage refuses it) and so is compiling (minutes on 2 cores).
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from nmt.training import loop as T
+from nmt.layout import TrainLayout
+from nmt.stages.train import train
 from nmt.config import params_from_dict
 from tests.conftest import tokenized_data
 
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         })
         out = root / f"run{i}"
         start = time.perf_counter()
-        summary = T.train(params, T.Paths(data=data, models=out / "models", metrics=out / "metrics",
-                                          plots=out / "plots"))
+        summary = train(params, TrainLayout(data=data, models=out / "models", metrics=out / "metrics",
+                                            plots=out / "plots"))
         print(json.dumps({"setting": setting, "wall_s": round(time.perf_counter() - start, 1),
                           **{k: summary[k] for k in KEYS}}), flush=True)
 

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.train_step import SHAPE, TRAIN, VOCAB, ours, random_batch
 from nmt.decoding.search import beam_search
 from nmt.model import Transformer
-from nmt.training.loop import optimizer_step
+from nmt.training.step import optimizer_step
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 

@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 
 from nmt import metrics
-from nmt.io import read_jsonl
+from nmt.data.pairs import read_jsonl
 from nmt.metrics import is_valid_python
 from nmt.decoding.rerank import LexicalWeights, penalties
 from nmt.decoding.translator import Translator

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from nmt import metrics
-from nmt.io import read_jsonl
+from nmt.data.pairs import read_jsonl
 from nmt.placeholders import PATTERN
 from nmt.decoding.translator import Translator
 

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import interleaved_medians
-from nmt.tokenizer import Tokenizer, base_encoding
+from nmt.cl100k import base_encoding
+from nmt.tokenizer import Tokenizer
 
 
 def stdlib_lines(max_lines: int) -> list[str]:

@@ -27,7 +27,7 @@ from nmt.batching import Batch
 from nmt.config import ModelConfig, TrainConfig
 from nmt.flops import train_step_flops
 from nmt.model import Transformer, sinusoidal_table
-from nmt.training.loop import make_optimizer, optimizer_step
+from nmt.training.step import make_optimizer, optimizer_step
 
 VOCAB, BATCH = 5000, 64
 SHAPE = ModelConfig(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, d_ff=1024, dropout=0.1, max_len=512,
@@ -59,7 +59,7 @@ class TorchTransformer(nn.Module):
 
 
 def torch_step(model: TorchTransformer, batch: Batch, optimizer: torch.optim.Optimizer) -> None:
-    """The same step as nmt.training.loop.optimizer_step: summed smoothed loss / tokens, clip, AdamW."""
+    """The same step as nmt.training.step.optimizer_step: summed smoothed loss / tokens, clip, AdamW."""
     logits = model(batch.src, batch.tgt_in)
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD,
                            label_smoothing=TRAIN.label_smoothing, reduction="sum")
@@ -152,9 +152,9 @@ def data_wait_share(device: torch.device, steps: int) -> dict:
     """
     import numpy as np
 
-    from nmt.stages.tokenize import TokenizedSplit
+    from nmt.data.tokenized import TokenizedSplit
     from nmt.tokenizer import Tokenizer
-    from nmt.training.loop import Batches
+    from nmt.training.stream import Batches
 
     rng = np.random.default_rng(0)
     src_len, tgt_len = rng.integers(4, 61, 16_000), rng.integers(3, 51, 16_000)

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from nmt.errors import NmtError
-from nmt.stages.runner import fail
+from nmt.errors import NmtError, fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Translate natural language into code with a from-scratch Transformer.")
@@ -23,58 +19,44 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # by the export stage from params.yaml's evaluate section), else the built-in ones.
 MODEL_DEFAULT = "; default: the model's (config.json 'decoding'), else "
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="exported model directory")]
-BeamOpt = Annotated[Optional[int], typer.Option("--beam", min=1, show_default=False,
+BeamOpt = Annotated[Optional[int], typer.Option("--beam", show_default=False,
                                                 help=f"beam width (1 = greedy){MODEL_DEFAULT}1")]
-MaxLenOpt = Annotated[Optional[int], typer.Option("--max-len", min=1, show_default=False,
+MaxLenOpt = Annotated[Optional[int], typer.Option("--max-len", show_default=False,
                                                   help=f"longest output, in tokens (max_len_b){MODEL_DEFAULT}200")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="inputs decoded together")]
 PROGRESS_MIN_INPUTS = 64  # fewer inputs than this: no progress bar
-
-
-def _non_negative(value: float) -> float:
-    if not (math.isfinite(value) and value >= 0):
-        raise typer.BadParameter(f"must be a finite number >= 0, got {value}")
-    return value
-
-
-def _positive(value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
-    return value
-
-
-def _probability(value: float) -> float:
-    if not 0 < value <= 1:
-        raise typer.BadParameter(f"must be in (0, 1], got {value}")
-    return value
-
-
-def _optional(check):
-    return lambda value: None if value is None else check(value)
-
-
-def _rerank(value: Optional[str]) -> Optional[str]:
-    from nmt.config import RERANK_CHOICES
-
-    if value is not None and value not in RERANK_CHOICES:
-        raise typer.BadParameter(f"must be one of {', '.join(RERANK_CHOICES)}, got {value!r}")
-    return value
-
-
 MaxLenAOpt = Annotated[Optional[float], typer.Option(
-    "--max-len-a", callback=_optional(_non_negative), show_default=False,
-    help=f"longest output = a * source tokens + --max-len{MODEL_DEFAULT}0")]
+    "--max-len-a", show_default=False, help=f"longest output = a * source tokens + --max-len{MODEL_DEFAULT}0")]
 LpOpt = Annotated[Optional[float], typer.Option(
-    "--length-penalty", callback=_optional(_non_negative), show_default=False,
-    help=f"GNMT alpha for beam search (>= 0){MODEL_DEFAULT}0.6")]
+    "--length-penalty", show_default=False, help=f"GNMT alpha for beam search (>= 0){MODEL_DEFAULT}0.6")]
 RerankOpt = Annotated[Optional[str], typer.Option(
-    "--rerank", callback=_rerank, show_default=False,
+    "--rerank", show_default=False,
     help=f"none; syntax: the best hypothesis of the beam that is valid Python; lexical: the same, weighing "
          f"each against its description's words (needs the export's lexicon.json){MODEL_DEFAULT}none")]
 PrefixOpt = Annotated[Optional[bool], typer.Option(
     "--literal-prefixes/--no-literal-prefixes", show_default=False,
     help=f"put r (b) on a literal the description calls a raw (bytes) string{MODEL_DEFAULT}off")]
+# The command line's name of each DecodeSettings field: its checks' messages name the flag.
+FLAGS = {"beam_size": "--beam", "n_best": "--n-best", "max_len_a": "--max-len-a", "max_len_b": "--max-len",
+         "length_penalty": "--length-penalty", "temperature": "--temperature", "top_k": "--top-k",
+         "top_p": "--top-p", "rerank": "--rerank", "literal_prefixes": "--literal-prefixes"}
+
+
+def _settings(translator, sample: bool = False, **given):
+    """The DecodeSettings of a command: the options given over the model's defaults, checked once
+    (DecodeSettings.check); a bad one exits 2 naming its flag."""
+    import re
+
+    try:
+        settings = translator.settings(sample, **given)
+        settings.check()
+    except ValueError as e:
+        message = re.sub(r"\b(" + "|".join(FLAGS) + r")\b", lambda m: FLAGS[m[1]], str(e))
+        if given.get("beam_size") is None and "--beam" in message:
+            message += " (--beam not given: the model's default; pass --beam)"
+        fail(message)
+    return settings
 
 
 def _load(model: Path, device: str):
@@ -105,7 +87,7 @@ def _text_lines(data: bytes, source: str) -> list[str]:
 
 def _read_inputs(texts: list[str] | None, input_file: Path | None, jsonl: bool) -> Inputs:
     """The inputs of `generate`: arguments, else --input or stdin, as plain lines or JSON lines."""
-    from nmt.io import parse_jsonl
+    from nmt.data.pairs import parse_jsonl
 
     if texts:
         if input_file is not None or jsonl:
@@ -121,25 +103,12 @@ def _read_inputs(texts: list[str] | None, input_file: Path | None, jsonl: bool) 
     return Inputs(lines, [f"{source} line {n}" for n in range(1, len(lines) + 1)])
 
 
-def _check_decoding_options(beam: Optional[int], n_best: int, sample: bool, sampling: dict[str, bool]) -> None:
-    """Exit 2 naming the option when options do not go together; ``sampling``: option -> was it set.
-
-    ``beam`` None: not given (the model's default; :func:`_check_n_best` checks it once loaded).
-    """
-    if sample and beam not in (None, 1):
-        fail(f"--beam ({beam}) does not apply with --sample: --n-best sets how many samples to draw")
-    if not sample and beam is not None and n_best > beam:
-        fail(f"--n-best ({n_best}) must not exceed --beam ({beam})")
+def _check_sampling_flags(sample: bool, given: dict[str, bool]) -> None:
+    """Exit 2 naming the flag when a sampling option (``given``: flag -> was it set) comes without --sample."""
     if not sample:
-        for name, given in sampling.items():
-            if given:
+        for name, was_given in given.items():
+            if was_given:
                 fail(f"{name} only applies with --sample")
-
-
-def _check_n_best(translator, n_best: int, sample: bool) -> None:
-    beam = translator.decoding["beam_size"]
-    if not sample and n_best > beam:
-        fail(f"--n-best ({n_best}) must not exceed --beam ({beam}, the model's default; pass --beam)")
 
 
 def _progress(total: int):
@@ -175,14 +144,13 @@ def generate(
     jsonl: Annotated[bool, typer.Option(
         "--jsonl", help='inputs are JSON lines {"nl": ...}; print each object with "code", "score", "n_best"')] = False,
     beam: BeamOpt = None,
-    n_best: Annotated[int, typer.Option("--n-best", min=1,
+    n_best: Annotated[int, typer.Option("--n-best",
                                         help="hypotheses per input (<= --beam), or samples with --sample")] = 1,
     sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy / beam search")] = False,
-    temperature: Annotated[float, typer.Option("--temperature", callback=_positive,
+    temperature: Annotated[float, typer.Option("--temperature",
                                                help="--sample: divide the logits by this (> 0)")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", min=0,
-                                       help="--sample: keep the k most likely tokens (0 = all)")] = 0,
-    top_p: Annotated[float, typer.Option("--top-p", callback=_probability,
+    top_k: Annotated[int, typer.Option("--top-k", help="--sample: keep the k most likely tokens (0 = all)")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p",
                                          help="--sample: nucleus, smallest set with this mass, in (0, 1]")] = 1.0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="--sample: seed, for repeatable samples")] = None,
     max_len: MaxLenOpt = None,
@@ -198,20 +166,17 @@ def generate(
     """Translate each description into code and print it, one per line (n-best: score TAB code)."""
     from nmt.errors import InputTooLongError
 
-    _check_decoding_options(beam, n_best, sample, {
-        "--temperature": temperature != 1.0, "--top-k": top_k != 0, "--top-p": top_p != 1.0,
-        "--seed": seed is not None})
+    _check_sampling_flags(sample, {"--temperature": temperature != 1.0, "--top-k": top_k != 0,
+                                   "--top-p": top_p != 1.0, "--seed": seed is not None})
     try:
         inputs = _read_inputs(texts, input_file, jsonl)
         translator = _load(model, device)
-        if beam is None:
-            _check_n_best(translator, n_best, sample)
+        settings = _settings(translator, sample, beam_size=beam, n_best=n_best, max_len_a=max_len_a,
+                             max_len_b=max_len, length_penalty=length_penalty, temperature=temperature,
+                             top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes)
         with _progress(len(inputs.texts)) as bar:
-            results = translator.translate(
-                inputs.texts, beam_size=beam, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len,
-                length_penalty=length_penalty, batch_size=batch_size, sample=sample, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed, strict=strict, on_batch=bar.update, rerank=rerank,
-                literal_prefixes=literal_prefixes)
+            results = translator.translate(inputs.texts, settings, batch_size=batch_size, seed=seed, strict=strict,
+                                           on_batch=bar.update)
     except InputTooLongError as e:
         fail(f"{inputs.labels[e.index]}: {e.n_tokens} tokens, more than the model accepts ({e.limit}); "
              "without --strict it would be truncated")
@@ -244,17 +209,17 @@ def evaluate(
     an option is given.
     """
     from nmt import metrics
-    from nmt.io import atomic_write_jsonl, read_jsonl
+    from nmt.data.pairs import read_jsonl
+    from nmt.io import atomic_write_jsonl
 
     try:
         rows = read_jsonl(data)
         if not rows:
             fail(f"{data}: no pairs to evaluate")
         translator = _load(model, device)
-        translations = translator.translate([r["nl"] for r in rows], beam_size=beam, max_len_a=max_len_a,
-                                            max_len_b=max_len, length_penalty=length_penalty,
-                                            batch_size=batch_size, rerank=rerank,
-                                            literal_prefixes=literal_prefixes)
+        settings = _settings(translator, beam_size=beam, max_len_a=max_len_a, max_len_b=max_len,
+                             length_penalty=length_penalty, rerank=rerank, literal_prefixes=literal_prefixes)
+        translations = translator.translate([r["nl"] for r in rows], settings, batch_size=batch_size)
     except NmtError as e:
         fail(str(e), e.exit_code)
     preds = [t.text for t in translations]
@@ -268,7 +233,7 @@ def evaluate(
 def train(params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml")) -> None:
     """Run the train stage outside DVC (reads data/tokenized, writes models/ and metrics/)."""
     from nmt.stages.runner import run_stage
-    from nmt.training.loop import train as train_model
+    from nmt.stages.train import train as train_model
 
     run_stage(train_model, params)
 
@@ -301,21 +266,17 @@ def check_metrics(
              "(outputs already up to date are not a pass)")] = None,
 ) -> None:
     """CI's gate: test exact match and BLEU may not fall more than TOLERANCE below the committed values."""
-    import subprocess
-
+    from nmt.dvc import DvcError, metrics_diff
     from nmt.quality_gate import RUN_OUTPUTS, score_drops, stale_files
-    from nmt.stages.runner import find_dvc
 
-    dvc = find_dvc()
-    if dvc is None:
-        fail("dvc is not installed here (run `make install`, or put dvc on PATH)")
     problems = []
     if written_after is not None:
         problems += stale_files(RUN_OUTPUTS, written_after)
-    proc = subprocess.run([dvc, "metrics", "diff", "--json", "--all", rev], capture_output=True, text=True)
-    if proc.returncode != 0:
-        fail(f"`dvc metrics diff` failed: {proc.stderr.strip()}")
-    drops, checked = score_drops(json.loads(proc.stdout or "{}"), tolerance)
+    try:
+        diff = metrics_diff(rev)
+    except DvcError as e:
+        fail(str(e), e.exit_code)
+    drops, checked = score_drops(diff, tolerance)
     for line in checked:
         print(f"ok: {line}")
     for p in problems + drops:
@@ -335,7 +296,8 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    from nmt.tracking.run import RUN_COLUMNS, recent_runs, tracking_uri
+    from nmt.tracking.browse import RUN_COLUMNS, recent_runs
+    from nmt.tracking.store import tracking_uri
 
     try:
         name = experiment or _experiment_name(params)
@@ -358,56 +320,14 @@ def ui(
     params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
 ) -> None:
     """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
-    import subprocess
-    import urllib.request
-    import webbrowser
-
-    from nmt.tracking.run import prepare_ui, tracking_uri, ui_url
+    from nmt.tracking.browse import prepare_ui, serve_ui, ui_url
 
     try:
         name = _experiment_name(params)
         url = ui_url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, prepare_ui(name))
     except NmtError as e:
         fail(str(e), e.exit_code)
-    mlflow = Path(sys.executable).parent / "mlflow"
-    # Its own process group: `mlflow ui` spawns uvicorn and job workers that outlive a plain terminate().
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)],
-                              start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the cleanup below
-    try:
-        for _ in range(120):  # wait until it answers, then point the user (and a browser) at the runs page
-            if server.poll() is not None:
-                fail(f"mlflow ui exited with code {server.returncode} (is port {port} in use? try --port)", 1)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        print(f"MLflow UI, experiment {name!r}: {url}", flush=True)
-        if open_browser:
-            webbrowser.open(url)
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _stop_group(server)
-
-
-def _stop_group(process) -> None:
-    """SIGTERM the process group of ``process``, SIGKILL it if it is still there after 10 s."""
-    import os
-    import subprocess
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-            time.sleep(1)  # the leader is gone; its workers get a moment before the SIGKILL round
-        except subprocess.TimeoutExpired:
-            pass
+    serve_ui(url, name, host, port, open_browser)
 
 
 def _experiment_name(params: Path) -> str:

@@ -261,10 +261,6 @@ DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "reran
                  "rerank_unexplained", "rerank_repeated", "rerank_reconstruction", "literal_prefixes")
 
 
-def decoding_of(cfg: EvaluateConfig) -> dict[str, Any]:
-    return {key: getattr(cfg, key) for key in DECODING_KEYS}
-
-
 def decoding_from_dict(raw: Any, prefix: str, problems: list[str]) -> dict[str, Any]:
     """Validate a (possibly partial) decoding mapping with the evaluate section's types and ranges."""
     if not isinstance(raw, dict):

@@ -1,4 +1,10 @@
-"""Errors a user can fix: each carries a message that names what is wrong and how to fix it."""
+"""Errors a user can fix: each carries a message that names what is wrong and how to fix it.
+
+:func:`fail` is the one way a command or stage turns such an error into ``error: ...`` on stderr
+and an exit code.
+"""
+
+import sys
 
 
 class NmtError(Exception):
@@ -49,3 +55,8 @@ def describe_os_error(e: OSError) -> str:
     }
     hint = hints.get(e.errno or -1, "check that the path exists and can be written")
     return f"{where}: {e.strerror or e}; {hint}. Files already there were left as they were."
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)

@@ -1,4 +1,4 @@
-"""Atomic writes and safe, line-numbered reads.
+"""Atomic writes, JSON reads and project paths (JSON-lines files are read by :mod:`nmt.data.pairs`).
 
 Every file the project writes goes through :func:`atomic_path`: the content is written to a
 temporary file in the target's directory, flushed and fsynced, then renamed over the target.
@@ -86,62 +86,6 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{p}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from e
-
-
-def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ("nl", "code")) -> list[dict]:
-    """Read a JSON-lines file of objects whose ``required`` keys hold strings.
-
-    Blank lines are skipped. Any other problem raises :class:`DataError` naming file and line.
-    """
-    return list(iter_jsonl(path, required))
-
-
-def iter_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ("nl", "code")) -> Iterator[dict]:
-    """:func:`read_jsonl` one object at a time: memory stays flat however long the file is.
-
-    A missing file raises at the call, not at the first ``next``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-
-    def rows() -> Iterator[dict]:
-        with open(p, "rb") as f:
-            for _, row in iter_parsed(f, str(p), required):
-                yield row
-
-    return rows()
-
-
-def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of ``lines``, as :func:`read_jsonl` checks them.
-
-    Raises :class:`DataError` as ``source:line: problem``.
-    """
-    return list(iter_parsed(lines, source, required))
-
-
-def iter_parsed(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    """:func:`parse_jsonl`, lazily."""
-    for lineno, raw in enumerate(lines, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{source}:{lineno}: not valid UTF-8 ({e.reason})") from e
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{lineno}: invalid JSON ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        for key in required:
-            if key not in row:
-                raise DataError(f"{source}:{lineno}: missing key {key!r} (each line needs {list(required)})")
-            if not isinstance(row[key], str):
-                raise DataError(f"{source}:{lineno}: {key!r} must be a string, got {type(row[key]).__name__}")
-        yield lineno, row
 
 
 def project_root() -> Path:

@@ -484,3 +484,28 @@ class Transformer(nn.Module):
         same in all of them, so they are left as they are, which saves most of the copying."""
         return [{name: t.index_select(0, index) if name in ("k", "v") else t for name, t in layer.items()}
                 for layer in cache]
+
+
+# --------------------------------------------------------------------------- teacher-forced scoring
+def target_nll(model: nn.Module, pad_id: int, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
+               tgt_out: torch.Tensor, label_smoothing: float = 0.0, per_sequence: bool = False) -> torch.Tensor:
+    """Teacher-forced negative log-likelihood of ``tgt_out`` given the source and ``tgt_in``.
+
+    The one scoring of known targets: training's loss and the dev loss take the sum over every
+    real target token of the batch (a scalar; summed, not averaged, so accumulation can divide by
+    the step's tokens), the reverse model's reconstruction score one sum per sequence ((B,), in
+    float32). ``model`` may be a wrapper (DDP, torch.compile), hence ``pad_id`` given apart.
+    """
+    scores = model(src, src_mask, tgt_in)  # (B, T, V): logits, or log-probabilities (copy); cross_entropy's log_softmax takes either
+    if per_sequence:
+        B, T, V = scores.shape
+        nll = F.cross_entropy(scores.float().reshape(-1, V), tgt_out.reshape(-1), ignore_index=pad_id,
+                              reduction="none")  # (B*T,), 0 at padding
+        return nll.view(B, T).sum(-1)  # (B,)
+    return F.cross_entropy(
+        scores.reshape(-1, scores.size(-1)),  # (B*T, V)
+        tgt_out.reshape(-1),  # (B*T,)
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )

@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from nmt.config import DEFAULT_PARAMS, Params, flatten, params_from_dict
-from nmt.errors import ConfigError, DataError
+from nmt.dvc import find_dvc
+from nmt.errors import ConfigError, DataError, fail
 from nmt.results import write_recipe_result
-from nmt.stages.runner import fail, find_dvc
 
 RECIPES = Path("recipes")
 # Strings Hydra reads back unchanged without quotes (anything else is quoted).

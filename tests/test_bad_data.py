@@ -19,7 +19,7 @@ from nmt.config import (
     JsonlConfig,
     params_from_dict,
 )
-from nmt.data.jsonl import MAX_LINE_BYTES, BadLine, parse_pair
+from nmt.data.pairs import MAX_LINE_BYTES, BadLine, parse_pair
 from nmt.stages.download import prepare_data
 from nmt.errors import ConfigError, DataError
 

@@ -24,7 +24,7 @@ from nmt.flops import (
     train_step_flops,
 )
 from nmt.model import Dropout, Transformer, attend
-from nmt.training.loop import micro_batch_flops
+from nmt.training.step import micro_batch_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from nmt.config import ModelConfig, params_from_dict
 from nmt.decoding.search import beam_search, greedy, sample
 from nmt.errors import ModelFileError
 from nmt.model import Transformer
-from nmt.training.loop import batch_loss
+from nmt.training.step import batch_loss
 
 from .test_model import BOS, EOS, PAD, V, random_batch, tiny
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import nmt.decoding.translator
+import nmt.decoding.search
 from nmt.decoding.search import filter_logits, greedy, length_limit, sample
 from nmt.errors import InputTooLongError
 from nmt.decoding.translator import Translator
@@ -159,7 +159,7 @@ def test_translate_computes_each_batch_limit_from_its_longest_source(translator,
         seen.append((src.size(1), max_len))
         return greedy(model, src, src_mask, bos_id, eos_id, max_len)
 
-    monkeypatch.setattr(nmt.decoding.translator, "greedy", spy)
+    monkeypatch.setattr(nmt.decoding.search, "greedy", spy)
     translator.translate(TEXTS, max_len_a=1.5, max_len_b=3, batch_size=2)
     assert len(seen) == 3 and len({s for s, _ in seen}) > 1
     assert all(max_len == int(1.5 * s) + 3 for s, max_len in seen)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nmt.decoding import translator as translator_module
+from nmt.decoding import search as search_module
+from nmt.decoding.settings import DecodeSettings
 from nmt.cli import app
 from nmt.decoding.search import Hypothesis
 from nmt.errors import ModelFileError
 from nmt.decoding.rerank import rerank_candidates
-from nmt.decoding.translator import BUILTIN_DECODING, Translator
+from nmt.decoding.translator import BUILTIN_SETTINGS, Translator
 
 from .conftest import synthetic_pairs, write_jsonl
 
@@ -42,7 +43,7 @@ def fake_beam(monkeypatch, tiny_export):
         hyps = [Hypothesis(t.tokenizer.encode(s), -0.1 * (i + 1)) for i, s in enumerate(texts)]
         return [hyps[:n_best] for _ in range(src.size(0))]
 
-    monkeypatch.setattr(translator_module, "beam_search", beam_search)
+    monkeypatch.setattr(search_module, "beam_search", beam_search)
     return t, calls
 
 
@@ -67,14 +68,14 @@ def test_rerank_judges_the_restored_text(monkeypatch, tiny_export):
     def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
         return [[Hypothesis(t.tokenizer.encode(s), -i) for i, s in enumerate(outputs)][:n_best]]
 
-    monkeypatch.setattr(translator_module, "beam_search", beam_search)
+    monkeypatch.setattr(search_module, "beam_search", beam_search)
     out = t.translate(['call f with string "a\'b".'], beam_size=2, rerank="syntax")
     assert out[0].text == 'f ( "a\'b" )'
 
 
 def test_rerank_is_checked():
     with pytest.raises(ValueError, match="rerank"):
-        translator_module.DecodeSettings(rerank="python").check()
+        DecodeSettings(rerank="python").check()
 
 
 # ---------------------------------------------------------------------- decoding defaults in the export
@@ -90,7 +91,8 @@ def export_with(tiny_export: Path, tmp_path: Path, decoding) -> Path:
 
 
 def test_an_export_without_decoding_defaults_decodes_as_before(tiny_export):
-    assert Translator.from_pretrained(tiny_export, device="cpu").decoding == BUILTIN_DECODING == {
+    assert Translator.from_pretrained(tiny_export, device="cpu").defaults == BUILTIN_SETTINGS
+    assert BUILTIN_SETTINGS.recorded() == {
         "beam_size": 1, "length_penalty": 0.6, "max_len_a": 0.0, "max_len_b": 200, "rerank": "none",
         "rerank_missing": 2.0, "rerank_unexplained": 1.0, "rerank_repeated": 2.0, "rerank_reconstruction": 0.0,
         "literal_prefixes": False}

@@ -12,7 +12,9 @@ from nmt.config import params_from_dict
 from nmt.training.ema import EMA
 from nmt.model import Transformer
 from nmt.tokenizer import Tokenizer
-from nmt.training.loop import Paths, seed_everything, train
+from nmt.layout import TrainLayout as Paths
+from nmt.stages.train import train
+from nmt.training.loop import seed_everything
 
 from .conftest import tokenized_data
 

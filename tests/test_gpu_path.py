@@ -14,14 +14,20 @@ import torch
 from safetensors.torch import load_file
 
 from nmt.training import resume
-from nmt.training import loop as train_module
+from nmt.config import TrainConfig
+from nmt.layout import TrainLayout as Paths
+from nmt.stages.train import train
+from nmt.training import loop as loop_module
+from nmt.training import step as step_module
+from nmt.training.distributed import Dist
+from nmt.training.stream import Batches, RankSlices
 from nmt.batching import collate
 from nmt.config import Params, params_from_dict
 from nmt.errors import ConfigError
 from nmt.flops import train_step_flops
 from nmt.model import Transformer
 from nmt.training.precision import Precision, PrecisionError, resolve_precision
-from nmt.training.loop import Paths, TrainingDiverged
+from nmt.training.loop import TrainingDiverged
 
 from .conftest import TINY, tokenized_data
 
@@ -42,7 +48,7 @@ def tiny_params(**train) -> Params:
 
 def train_tiny(tokenized: Path, out: Path, **train) -> dict:
     paths = Paths(data=tokenized, models=out / "models", metrics=out / "metrics", plots=out / "plots")
-    return train_module.train(tiny_params(**train), paths)
+    return train(tiny_params(**train), paths)
 
 
 def assert_trained(out: Path, summary: dict) -> None:
@@ -104,9 +110,9 @@ def tiny_model_and_batches(n: int) -> tuple[Transformer, list]:
 
 def test_a_step_counts_the_model_flops_of_each_micro_batch():
     model, micro = tiny_model_and_batches(3)
-    optimizer = train_module.make_optimizer(model, train_module.TrainConfig())
+    optimizer = step_module.make_optimizer(model, TrainConfig())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    result = train_module.optimizer_step(model, micro, optimizer, scheduler, train_module.TrainConfig())
+    result = step_module.optimizer_step(model, micro, optimizer, scheduler, TrainConfig())
     expected = sum(train_step_flops(model.cfg, 50, b.src.size(0), b.src.size(1), b.tgt_in.size(1)) for b in micro)
     assert result.flops == expected and result.finite and not result.overflow
 
@@ -126,12 +132,12 @@ class GradBomb(torch.autograd.Function):
 def test_a_scaler_overflow_skips_the_update_and_lowers_the_scale(monkeypatch):
     model, micro = tiny_model_and_batches(1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = train_module.make_optimizer(model, train_module.TrainConfig())
+    optimizer = step_module.make_optimizer(model, TrainConfig())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     scaled = Precision(scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
-    real = train_module.batch_loss
-    monkeypatch.setattr(train_module, "batch_loss", lambda *a: GradBomb.apply(real(*a)))
-    result = train_module.optimizer_step(model, micro, optimizer, scheduler, train_module.TrainConfig(),
+    real = step_module.batch_loss
+    monkeypatch.setattr(step_module, "batch_loss", lambda *a: GradBomb.apply(real(*a)))
+    result = step_module.optimizer_step(model, micro, optimizer, scheduler, TrainConfig(),
                                          precision=scaled)
     assert result.overflow and math.isfinite(result.loss) and not result.finite
     assert scaled.scaler.get_scale() == 512.0
@@ -141,7 +147,7 @@ def test_a_scaler_overflow_skips_the_update_and_lowers_the_scale(monkeypatch):
 def test_scaler_overflows_are_not_bad_steps_but_nan_losses_still_are(tokenized, tmp_path, monkeypatch):
     """Six overflowing steps in a row, max_bad_steps 3: fine with a GradScaler, fatal without."""
     calls = {"n": 0}
-    real = train_module.batch_loss
+    real = step_module.batch_loss
 
     def bombs(model, batch, smoothing):
         loss = real(model, batch, smoothing)
@@ -150,7 +156,7 @@ def test_scaler_overflows_are_not_bad_steps_but_nan_losses_still_are(tokenized, 
         calls["n"] += 1
         return GradBomb.apply(loss) if 3 <= calls["n"] <= 8 else loss
 
-    monkeypatch.setattr(train_module, "batch_loss", bombs)
+    monkeypatch.setattr(step_module, "batch_loss", bombs)
     monkeypatch.setattr(Precision, "of", classmethod(
         lambda cls, name, device: cls(scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))))
     summary = train_tiny(tokenized, tmp_path / "scaled", max_bad_steps=3)
@@ -158,7 +164,7 @@ def test_scaler_overflows_are_not_bad_steps_but_nan_losses_still_are(tokenized, 
 
     monkeypatch.undo()
     calls["n"] = 0
-    monkeypatch.setattr(train_module, "batch_loss", bombs)
+    monkeypatch.setattr(step_module, "batch_loss", bombs)
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         train_tiny(tokenized, tmp_path / "unscaled", max_bad_steps=3)
 
@@ -182,7 +188,7 @@ def test_the_scaler_state_round_trips_through_a_resume_checkpoint(tmp_path):
 
 def test_the_compiled_wrapper_unwraps_to_the_eager_module():
     model, _ = tiny_model_and_batches(1)
-    assert train_module.unwrap(torch.compile(model)) is model  # what is saved, averaged and evaluated
+    assert step_module.unwrap(torch.compile(model)) is model  # what is saved, averaged and evaluated
 
 
 def test_compile_may_change_on_resume_but_precision_may_not():
@@ -198,8 +204,8 @@ def test_a_bf16_run_on_the_cpu_trains_and_reports_mfu(tokenized, tmp_path):
 
 def test_an_fp32_run_measures_its_peak_in_fp32(tokenized, tmp_path, monkeypatch):
     seen = []
-    real = train_module.measure_peak
-    monkeypatch.setattr(train_module, "measure_peak", lambda device, dtype: seen.append(dtype) or real(device, dtype))
+    real = loop_module.measure_peak
+    monkeypatch.setattr(loop_module, "measure_peak", lambda device, dtype: seen.append(dtype) or real(device, dtype))
     summary = train_tiny(tokenized, tmp_path, device="cpu")
     assert seen == [torch.float32] and summary["precision"] == "fp32"
     assert "theoretical_peak_flops" not in summary  # no datasheet peak for a CPU: left out, never guessed
@@ -218,13 +224,13 @@ def test_auto_precision_on_cuda_trains_in_bf16(tokenized, tmp_path):
 
 @cuda
 def test_batches_for_cuda_are_pinned(tokenized):
-    from nmt.stages.tokenize import TokenizedSplit
+    from nmt.data.tokenized import TokenizedSplit
     from nmt.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tokenized / "vocab.json")
     split = TokenizedSplit.load(tokenized / "train.safetensors", tok.vocab_size)
-    stream = train_module.Batches(split, tok, tiny_params().train, 64, seed=0)
-    (batch,) = next(train_module.RankSlices(iter(stream), train_module.Dist(), 1, pin_memory=True))
+    stream = Batches(split, tok, tiny_params().train, 64, seed=0)
+    (batch,) = next(RankSlices(iter(stream), Dist(), 1, pin_memory=True))
     assert all(t.is_pinned() for t in (batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out))
 
 
@@ -234,7 +240,7 @@ def test_fp16_on_cuda_scales_the_loss_and_a_resumed_run_restores_the_scale(token
     first = train_tiny(tokenized, tmp_path, device="cuda", precision="fp16", max_steps=8, checkpoint_every=4)
     assert first["precision"] == "fp16"
     assert_trained(tmp_path, first)
-    path = resume.state_path(tmp_path / "models")
+    path = TrainLayout(models=tmp_path / "models").resume_state
     state = torch.load(path, weights_only=True)
     assert state["scaler"]["scale"] > 0
     state["scaler"]["scale"] = 1234.0  # a scale no fresh scaler has

@@ -21,7 +21,8 @@ import pytest
 
 from nmt.config import MlflowConfig
 from nmt.errors import NmtError
-from nmt.tracking.run import Run, TrackingError, check_reachable
+from nmt.tracking.run import Run
+from nmt.tracking.store import TrackingError, check_reachable
 
 
 def mlflow_client(root: Path, monkeypatch):
@@ -115,7 +116,7 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
 def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(pipeline_repo, monkeypatch, tmp_path):
     import mlflow
 
-    from nmt.tracking.run import log_and_register_model
+    from nmt.tracking.registry import log_and_register_model
 
     root, _ = pipeline_repo
     mlflow_client(root, monkeypatch)
@@ -278,14 +279,15 @@ def run_statuses(work: Path) -> list[str]:
 
 
 def test_crashed_training_marks_its_run_failed(pipeline_repo, tmp_path, monkeypatch):
-    from nmt.training import loop as train_module
+    from nmt.stages import train as train_module
+    from nmt.training import step as step_module
     from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path)
     monkeypatch.chdir(work)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     calls = {"n": 0}
-    real = train_module.batch_loss
+    real = step_module.batch_loss
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -293,7 +295,7 @@ def test_crashed_training_marks_its_run_failed(pipeline_repo, tmp_path, monkeypa
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "batch_loss", failing)
+    monkeypatch.setattr(step_module, "batch_loss", failing)
     with pytest.raises(RuntimeError, match="boom"):
         train_module.train(load_params(work / "params.yaml"))
     assert run_statuses(work) == ["FAILED"]

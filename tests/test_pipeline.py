@@ -62,7 +62,7 @@ def test_exported_model_loads_and_translates(pipeline_repo):
     assert isinstance(out[0].text, str)
     # The evaluate stage's decoding settings travel with the export, as its defaults.
     evaluate = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]
-    assert translator.decoding == {k: evaluate[k] for k in DECODING_KEYS}
+    assert translator.defaults.recorded() == {k: evaluate[k] for k in DECODING_KEYS}
     assert json.loads((root / "models/export/config.json").read_text())["decoding"]["beam_size"] == 4
 
 
@@ -99,9 +99,9 @@ def test_the_levers_run_through_the_pipeline(pipeline_repo):
     evaluation = json.loads((root / "metrics/eval.json").read_text())
     assert {"top1_exact_match", "greedy_exact_match", "exact_match"} <= set(evaluation)
     export = Translator.from_pretrained(root / "models/export", device="cpu")
-    assert export.tokenizer.string_placeholders and export.decoding["rerank"] == "lexical"
-    assert export.decoding["literal_prefixes"] is True and export.lexicon is not None
-    assert export.reverse is not None and export.decoding["rerank_reconstruction"] == 0.5
+    assert export.tokenizer.string_placeholders and export.defaults.rerank == "lexical"
+    assert export.defaults.literal_prefixes is True and export.lexicon is not None
+    assert export.reverse is not None and export.defaults.rerank_reconstruction == 0.5
     predictions = [json.loads(l) for l in (root / "data/eval/predictions.jsonl").read_text().splitlines()]
     again = export.translate([p["nl"] for p in predictions])
     assert [t.text for t in again] == [p["prediction"] for p in predictions]

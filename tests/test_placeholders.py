@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmt import placeholders as P
-from nmt.training import loop as train_module
+from nmt.training import validate as train_module
 from nmt.batching import collate
+from nmt.cl100k import base_encoding
 from nmt.config import ModelConfig
-from nmt.stages.tokenize import TokenizedSplit, load_literals, tokenize_dataset
+from nmt.data.tokenized import TokenizedSplit, load_literals
+from nmt.stages.tokenize import tokenize_dataset
 from nmt.model import Transformer
-from nmt.tokenizer import Tokenizer, base_encoding
+from nmt.tokenizer import Tokenizer
 from nmt.decoding.translator import Translator
 
 from .conftest import PLAIN_TOKENIZE, plain_tokenize, write_jsonl

@@ -8,7 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from nmt.decoding import translator as translator_module
+from nmt.decoding import search as search_module
+from nmt.decoding.settings import DecodeSettings
 from nmt.cli import app
 from nmt.decoding.search import Hypothesis
 from nmt.errors import ModelFileError
@@ -116,7 +117,7 @@ def test_translate_reranks_by_the_description_with_the_exported_lexicon(monkeypa
     def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
         return [[Hypothesis(t.tokenizer.encode(s), -0.1 * (i + 1)) for i, s in enumerate(outputs)][:n_best]]
 
-    monkeypatch.setattr(translator_module, "beam_search", beam_search)
+    monkeypatch.setattr(search_module, "beam_search", beam_search)
     nl = ["increment level by integer 1."]
     assert t.translate(nl, beam_size=2, rerank="syntax")[0].text == "end += 1"
     assert t.translate(nl, beam_size=2, rerank="lexical")[0].text == "level += 1"  # the default weights
@@ -129,7 +130,7 @@ def test_literal_prefixes_reach_the_output_and_the_reranker(monkeypatch, tiny_ex
     def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
         return [[Hypothesis(t.tokenizer.encode(output), -0.1)]]
 
-    monkeypatch.setattr(translator_module, "beam_search", beam_search)
+    monkeypatch.setattr(search_module, "beam_search", beam_search)
     nl = ["x is a raw string 'a'."]
     assert t.translate(nl, beam_size=2)[0].text == "x = 'a'"
     assert t.translate(nl, beam_size=2, literal_prefixes=True)[0].text == "x = r'a'"
@@ -144,4 +145,4 @@ def test_lexical_rerank_without_a_lexicon_fails_before_decoding(tiny_export):
 
 def test_a_bad_rerank_weight_is_refused():
     with pytest.raises(ValueError, match="rerank_missing"):
-        translator_module.DecodeSettings(rerank="lexical", rerank_missing=-1.0).check()
+        DecodeSettings(rerank="lexical", rerank_missing=-1.0).check()

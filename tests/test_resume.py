@@ -192,21 +192,22 @@ def test_a_truncated_resume_checkpoint_is_a_clear_error(pipeline_repo, tmp_path)
 
 # --------------------------------------------------------------------------- numerical faults
 def test_nan_steps_are_skipped_and_counted(pipeline_repo, tmp_path, monkeypatch):
-    from nmt.training import loop as train_module
+    from nmt.stages import train as train_module
+    from nmt.training import step as step_module
     from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path, eval_every=10, max_steps=30)
     monkeypatch.chdir(work)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     calls = {"n": 0}
-    real = train_module.batch_loss
+    real = step_module.batch_loss
 
     def sometimes_nan(model, batch, smoothing):
         calls["n"] += 1
         loss = real(model, batch, smoothing)
         return loss * float("nan") if calls["n"] in (12, 13, 14) else loss
 
-    monkeypatch.setattr(train_module, "batch_loss", sometimes_nan)
+    monkeypatch.setattr(step_module, "batch_loss", sometimes_nan)
     summary = train_module.train(load_params(work / "params.yaml"))
     assert summary["skipped_steps"] == 3 and summary["steps"] == 30
     assert all(torch.isfinite(t).all() for t in load_file(work / "models/best.safetensors").values())

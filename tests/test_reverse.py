@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from nmt.training import loop as train_module
-from nmt.decoding import translator as translator_module
+from nmt.decoding import search as search_module
 from nmt.checkpoint import load_model, save_model
 from nmt.cli import app
 from nmt.config import (
@@ -21,12 +21,13 @@ from nmt.config import (
     params_from_dict,
 )
 from nmt.decoding.search import Hypothesis
-from nmt.stages.tokenize import TokenizedSplit
+from nmt.data.tokenized import TokenizedSplit
 from nmt.errors import ConfigError, ModelFileError
 from nmt.model import Transformer
 from nmt.decoding.reconstruction import reconstruction_scores
 from nmt.decoding.rerank import LexicalWeights, Lexicon, rerank_candidates
-from nmt.training.loop import Paths, train_reverse
+from nmt.layout import TrainLayout as Paths
+from nmt.stages.train import train_reverse
 from nmt.decoding.translator import REVERSE_FILES, Translator
 
 from .conftest import synthetic_pairs, tokenized_data
@@ -136,7 +137,7 @@ def test_translate_adds_the_weighted_reconstruction_score(monkeypatch, reverse_e
     def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
         return [[Hypothesis(t.tokenizer.encode(s), -0.01 * i) for i, s in enumerate(outputs)][:n_best]]
 
-    monkeypatch.setattr(translator_module, "beam_search", beam_search)
+    monkeypatch.setattr(search_module, "beam_search", beam_search)
     nl = "set x to 1"
     source = t.tokenizer.encode(nl)
     rec = reconstruction_scores(t.reverse, [(t.tokenizer.encode(s), source) for s in outputs], t.bos_id, t.eos_id)

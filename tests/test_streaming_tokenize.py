@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from nmt.stages.tokenize import TokenizedSplit, _histogram_percentiles, load_literals, tokenize_dataset
+from nmt.cl100k import base_tables as _base_tables
+from nmt.data.tokenized import TokenizedSplit, load_literals
+from nmt.stages.tokenize import _histogram_percentiles, tokenize_dataset
 from nmt.errors import DataError
-from nmt.tokenizer import Tokenizer, _base_tables
+from nmt.tokenizer import Tokenizer
 
 from .conftest import plain_tokenize
 
@@ -135,7 +137,7 @@ def test_the_training_stream_slices_the_mapped_ids_instead_of_holding_them(tmp_p
     about 42 (a pointer and, past 256, an int object per id)."""
     from nmt.batching import collate, token_budget_batches
     from nmt.config import TrainConfig
-    from nmt.training.loop import Batches
+    from nmt.training.stream import Batches
 
     write_pairs(tmp_path / "raw", 4000)
     tokenize_dataset(tmp_path / "raw", tmp_path / "tok", CFG)

@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from nmt.stages.tokenize import TokenizedSplit, tokenize_dataset
+from nmt.cl100k import base_encoding
+from nmt.data.tokenized import TokenizedSplit
+from nmt.stages.tokenize import tokenize_dataset
 from nmt.errors import DataError, ModelFileError
-from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer, base_encoding
+from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer
 
 from .conftest import fuzz_examples, plain_tokenize
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from nmt.training import loop as train
+from nmt.training import validate as train
 from nmt.batching import collate
 from nmt.checkpoint import load_model
 from nmt.config import TrainConfig
 from nmt.decoding.search import beam_search, greedy
-from nmt.stages.tokenize import TokenizedSplit
+from nmt.data.tokenized import TokenizedSplit
 from nmt.tokenizer import Tokenizer
 
 from .conftest import synthetic_pairs

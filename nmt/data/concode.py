@@ -24,7 +24,8 @@ import urllib.request
 from pathlib import Path
 
 from nmt.config import ConcodeConfig
-from nmt.data.jsonl import Pair, SourceData, read_pairs
+from nmt.data.pairs import Pair, read_pairs
+from nmt.data.source import SourceData
 from nmt.errors import DataError
 from nmt.io import project_path
 
@@ -33,7 +34,7 @@ HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment variable
 
-# The kinds of bad line that mean "this line has no reference code" (nmt.data.jsonl.parse_pair).
+# The kinds of bad line that mean "this line has no reference code" (nmt.data.pairs.parse_pair).
 NO_CODE = frozenset({"code_missing", "code_not_string", "code_empty"})
 
 LOCAL_DIR_HINT = "set data.concode.local_dir to a directory with CodeXGLUE's train.json, dev.json and test.json"

@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from nmt.config import DjangoConfig
-from nmt.data.jsonl import FileRead, Pair, SourceData, parse_lines, read_pairs
+from nmt.data.pairs import FileRead, Pair, parse_lines, read_pairs
+from nmt.data.source import SourceData
 from nmt.errors import DataError
 from nmt.io import project_path
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nmt.config import StdlibConfig
-from nmt.data.jsonl import SPLITS, Pair, SourceData
+from nmt.data.pairs import Pair
+from nmt.data.source import SPLITS, SourceData
 from nmt.errors import DataError
 
 # Directory names never walked into: tests (which document test cases, not library code), the IDE,

@@ -1,6 +1,6 @@
 """Reconstruction: how well a code hypothesis gives its description back, under the reverse model.
 
-The reverse model (:func:`nmt.training.loop.train_reverse`) reads code and writes its description. For a
+The reverse model (:func:`nmt.stages.train.train_reverse`) reads code and writes its description. For a
 beam hypothesis y of description x, log P(x | y) is high when y says everything x says: a
 hypothesis that dropped a clause or wrote `<` for "lesser than or equal" explains x worse. The
 lexical reranker adds it to the forward score with weight ``evaluate.rerank_reconstruction``
@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from nmt.batching import pad, source_ids
-from nmt.model import Transformer
+from nmt.model import Transformer, target_nll
 
 ROWS_PER_PASS = 64  # (rows, T, V) float32 log-probabilities: 64 x 64 x 8k is 128 MB
 
@@ -33,7 +32,6 @@ def reconstruction_scores(model: Transformer, pairs: Sequence[tuple[Sequence[int
         targets = [list(description[: limit - 1]) for _, description in chunk]
         tgt_in = pad([[bos_id] + t for t in targets], model.pad_id).to(device)  # (n, T)
         tgt_out = pad([t + [eos_id] for t in targets], model.pad_id).to(device)  # (n, T)
-        scores = model(src, src != model.pad_id, tgt_in)  # (n, T, V): logits, or log-probabilities (copy)
-        logp = F.log_softmax(scores.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)  # (n, T)
-        out.extend((logp * (tgt_out != model.pad_id)).sum(-1).tolist())
+        nll = target_nll(model, model.pad_id, src, src != model.pad_id, tgt_in, tgt_out, per_sequence=True)  # (n,)
+        out.extend((-nll).tolist())
     return out

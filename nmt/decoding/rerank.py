@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nmt.data.pairs import iter_jsonl
 from nmt.errors import ModelFileError
-from nmt.io import atomic_write_json, iter_jsonl, read_tokenize_output
+from nmt.io import atomic_write_json, read_tokenize_output
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?")
 PRIOR = 0.8  # P(in the other side) of a word the training pairs never show

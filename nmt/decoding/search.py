@@ -12,13 +12,18 @@ log_softmax is the identity, and log p / T is a logit of p^(1/T) just as z / T i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from nmt.model import Transformer
+
+if TYPE_CHECKING:  # settings.py imports this module (check_sampling): the type only, for annotations
+    from nmt.decoding.settings import DecodeSettings
 
 
 @dataclass
@@ -106,8 +111,8 @@ def greedy(
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     """Raise ValueError, naming the option, unless ``temperature > 0``, ``top_k >= 0`` and ``0 < top_p <= 1``."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0 < top_p <= 1:
@@ -199,6 +204,19 @@ def length_penalty(length: int, alpha: float) -> float:
         return float("inf")
 
 
+@dataclass
+class _Beams:
+    """The live state of a batched beam search: B x K rows, those of finished sources dropped."""
+
+    memory: torch.Tensor  # (b*K, S, D)
+    src_mask: torch.Tensor  # (b*K, S)
+    cache: object  # the decoder's KV cache, one row per hypothesis
+    logp: torch.Tensor  # (b, K) running log-probabilities
+    history: torch.Tensor  # (b*K, t) tokens so far
+    token: torch.Tensor  # (b*K,) the last token
+    sources: list[int]  # original index of each source still in the batch
+
+
 @torch.no_grad()
 def beam_search(
     model: Transformer,
@@ -224,71 +242,98 @@ def beam_search(
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
     max_len = _check_len(model, max_len)
     B, K, device = src.size(0), beam_size, src.device
-    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B*K, S, D)
-    src_mask = src_mask.repeat_interleave(K, dim=0)  # (B*K, S)
-    cache = model.new_cache(src.repeat_interleave(K, dim=0))  # (B*K, S) ids, reordered with the beams
     # Only beam 0 is live at the start, so the K beams do not all pick the same first token.
-    beam_logp = torch.full((B, K), float("-inf"), device=device)
-    beam_logp[:, 0] = 0.0
-    history = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (B*K, t)
-    token = torch.full((B * K,), bos_id, dtype=torch.long, device=device)
+    logp = torch.full((B, K), float("-inf"), device=device)
+    logp[:, 0] = 0.0
+    state = _Beams(memory=model.encode(src, src_mask).repeat_interleave(K, dim=0),
+                   src_mask=src_mask.repeat_interleave(K, dim=0),
+                   cache=model.new_cache(src.repeat_interleave(K, dim=0)),  # (B*K, S) ids, reordered with the beams
+                   logp=logp, history=torch.empty(B * K, 0, dtype=torch.long, device=device),
+                   token=torch.full((B * K,), bos_id, dtype=torch.long, device=device), sources=list(range(B)))
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    sources = list(range(B))  # original index of each source still in the batch
     best_bound = length_penalty(max_len, alpha) if alpha >= 0 else 1.0
 
     for step in range(max_len):
-        b = len(sources)
-        logp = F.log_softmax(model.decode_step(token, memory, src_mask, cache).float(), dim=-1)  # (b*K, V)
-        V = logp.size(-1)
-        cand = (beam_logp[:, :, None] + logp.view(b, K, V)).view(b, K * V)  # (b, K*V)
+        b = len(state.sources)
+        step_logp = F.log_softmax(model.decode_step(state.token, state.memory, state.src_mask, state.cache).float(),
+                                  dim=-1)  # (b*K, V)
+        V = step_logp.size(-1)
+        cand = (state.logp[:, :, None] + step_logp.view(b, K, V)).view(b, K * V)  # (b, K*V)
         top_logp, top_idx = cand.topk(2 * K, dim=1)  # (b, 2K)
-        top_beam, top_tok = top_idx // V, top_idx % V
-        length = step + 1
         last_step = step == max_len - 1
-
         # The scan is plain Python over lists: indexing tensors element by element here cost more
         # than the decoder step itself. Dead slots keep beam 0, token 0 and -inf.
-        new_beam, new_tok, new_logp = [[0] * K for _ in range(b)], [[0] * K for _ in range(b)], \
-            [[float("-inf")] * K for _ in range(b)]
-        done = [False] * b
-        for i, (s, lps, beams, toks) in enumerate(zip(sources, top_logp.tolist(), top_beam.tolist(),
-                                                      top_tok.tolist())):
-            n_live = 0
-            for rank, (lp, beam, tok) in enumerate(zip(lps, beams, toks)):
-                if lp == float("-inf"):
-                    break
-                if tok == eos_id or last_step:
-                    if rank < K:
-                        seq = history[i * K + beam].tolist() + ([] if tok == eos_id else [tok])
-                        finished[s].append(Hypothesis(seq, lp / length_penalty(length, alpha)))
-                    continue
-                if n_live < K:
-                    new_beam[i][n_live], new_tok[i][n_live], new_logp[i][n_live] = beam, tok, lp
-                    n_live += 1
-            finished[s].sort(key=lambda h: -h.score)
-            del finished[s][K:]
-            if len(finished[s]) >= n_best:
-                worst_kept = finished[s][n_best - 1].score
-                best_live = max(new_logp[i]) / best_bound
-                done[i] = last_step or best_live <= worst_kept
-            done[i] = done[i] or last_step or n_live == 0
-
+        rows = [_scan_source(finished[s], state.history, i, K, lps, beams, toks, eos_id, step + 1, alpha, last_step,
+                             n_best, best_bound)
+                for i, (s, lps, beams, toks) in enumerate(zip(state.sources, top_logp.tolist(),
+                                                              (top_idx // V).tolist(), (top_idx % V).tolist()))]
+        done = [row[3] for row in rows]
         if all(done):
             break
-        new_beam_t = torch.tensor(new_beam, dtype=torch.long, device=device)  # (b, K)
-        new_tok_t = torch.tensor(new_tok, dtype=torch.long, device=device)  # (b, K)
-        # Gather the surviving beams' rows: row i*K + beam of the old batch, a permutation within
-        # each source's K rows.
-        rows = (torch.arange(b, device=device)[:, None] * K + new_beam_t).view(-1)  # (b*K,)
-        history = torch.cat([history[rows], new_tok_t.view(-1, 1)], dim=1)
-        token, beam_logp = new_tok_t.view(-1), torch.tensor(new_logp, device=device)
-        cache = model.reorder_hypotheses(cache, rows)  # memory and the source's entries: same in all K rows
-        if any(done):  # drop finished sources: every per-row tensor loses their K rows
-            keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
-            keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
-            sources = [sources[i] for i in keep_src.tolist()]
-            history, token, beam_logp = history[keep_rows], token[keep_rows], beam_logp[keep_src]
-            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
-            cache = model.select_cache(cache, keep_rows)
-
+        _advance(model, state, rows, done, K)
     return [hyps[:n_best] for hyps in finished]
+
+
+def _scan_source(finished: list[Hypothesis], history: torch.Tensor, i: int, K: int, lps: list[float],
+                 beams: list[int], toks: list[int], eos_id: int, length: int, alpha: float, last_step: bool,
+                 n_best: int, best_bound: float) -> tuple[list[int], list[int], list[float], bool]:
+    """Source i's 2K best extensions, in order: finished ones kept (if among the first K), the
+    first K others as its new beams. Returns (beam, token, log-probability) per new beam and
+    whether the source is done."""
+    new_beam, new_tok, new_logp = [0] * K, [0] * K, [float("-inf")] * K
+    n_live = 0
+    for rank, (lp, beam, tok) in enumerate(zip(lps, beams, toks)):
+        if lp == float("-inf"):
+            break
+        if tok == eos_id or last_step:
+            if rank < K:
+                seq = history[i * K + beam].tolist() + ([] if tok == eos_id else [tok])
+                finished.append(Hypothesis(seq, lp / length_penalty(length, alpha)))
+            continue
+        if n_live < K:
+            new_beam[n_live], new_tok[n_live], new_logp[n_live] = beam, tok, lp
+            n_live += 1
+    finished.sort(key=lambda h: -h.score)
+    del finished[K:]
+    done = False
+    if len(finished) >= n_best:
+        worst_kept = finished[n_best - 1].score
+        done = last_step or max(new_logp) / best_bound <= worst_kept
+    return new_beam, new_tok, new_logp, done or last_step or n_live == 0
+
+
+def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bool], K: int) -> None:
+    """Move ``state`` to the new beams, then drop the sources that are done."""
+    device, b = state.token.device, len(state.sources)
+    new_beam_t = torch.tensor([r[0] for r in rows], dtype=torch.long, device=device)  # (b, K)
+    new_tok_t = torch.tensor([r[1] for r in rows], dtype=torch.long, device=device)  # (b, K)
+    # Gather the surviving beams' rows: row i*K + beam of the old batch, a permutation within
+    # each source's K rows.
+    gather = (torch.arange(b, device=device)[:, None] * K + new_beam_t).view(-1)  # (b*K,)
+    state.history = torch.cat([state.history[gather], new_tok_t.view(-1, 1)], dim=1)
+    state.token, state.logp = new_tok_t.view(-1), torch.tensor([r[2] for r in rows], device=device)
+    state.cache = model.reorder_hypotheses(state.cache, gather)  # memory and the source's entries: same in all K rows
+    if any(done):  # drop finished sources: every per-row tensor loses their K rows
+        keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
+        keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
+        state.sources = [state.sources[i] for i in keep_src.tolist()]
+        state.history, state.token, state.logp = state.history[keep_rows], state.token[keep_rows], state.logp[keep_src]
+        state.memory, state.src_mask = state.memory[keep_rows], state.src_mask[keep_rows]
+        state.cache = model.select_cache(state.cache, keep_rows)
+
+
+def decode(model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, bos_id: int, eos_id: int,
+           settings: DecodeSettings, generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+    """Each source's hypotheses, best first, by the search ``settings`` name: sampling, greedy
+    (``beam_size`` 1) or beam search (the whole beam when reranking will choose among it).
+    The one place that choice is made: the translator and dev evaluation both decode here."""
+    max_len = length_limit(src.size(1), settings.max_len_a, settings.max_len_b)
+    args = (model, src, src_mask, bos_id, eos_id, max_len)
+    if settings.sample:
+        samples = sample(*args, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                         n_samples=settings.n_best, generator=generator)
+        return [sorted(hyps, key=lambda h: -h.score) for hyps in samples]
+    if settings.beam_size == 1:
+        return [[h] for h in greedy(*args)]
+    return beam_search(*args, beam_size=settings.beam_size, alpha=settings.length_penalty,
+                       n_best=settings.decodes_n_best)

@@ -15,7 +15,6 @@ It is what `nmt generate`, `nmt evaluate` and the evaluate stage use. On its own
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,20 +24,15 @@ import torch
 
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
-from nmt.config import RERANK_CHOICES, EvaluateConfig, decoding_of
-from nmt.decoding.search import (
-    Hypothesis,
-    beam_search,
-    check_sampling,
-    greedy,
-    length_limit,
-    sample,
-)
+from nmt.config import EvaluateConfig
+from nmt.decoding.reconstruction import reconstruction_scores
+from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
+from nmt.decoding.search import Hypothesis, decode
+from nmt.decoding.settings import DecodeSettings
+from nmt.device import resolve_device
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
 from nmt.placeholders import Masked, add_described_prefixes, mask_description, restore
-from nmt.decoding.reconstruction import reconstruction_scores
-from nmt.decoding.rerank import LEXICON_FILE, LexicalWeights, Lexicon, rerank_order
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
@@ -55,70 +49,12 @@ class Translation:
     reconstruction: list[float] | None = None
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    """How :meth:`Translator.translate` decodes (see there); :meth:`check` names the first bad option."""
-
-    beam_size: int = 1
-    n_best: int = 1
-    max_len_a: float = 0.0
-    max_len_b: int = 200
-    length_penalty: float = 0.6
-    sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    rerank: str = "none"
-    rerank_missing: float = 0.0
-    rerank_unexplained: float = 0.0
-    rerank_repeated: float = 0.0
-    rerank_reconstruction: float = 0.0
-    literal_prefixes: bool = False
-
-    def check(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.n_best < 1:
-            raise ValueError(f"n_best must be >= 1, got {self.n_best}")
-        if self.sample and self.beam_size != 1:
-            raise ValueError(f"beam_size must be 1 when sampling (n_best sets the samples), got {self.beam_size}")
-        if not self.sample and self.n_best > self.beam_size:
-            raise ValueError(f"n_best must be <= beam_size={self.beam_size}, got {self.n_best}")
-        if not (math.isfinite(self.max_len_a) and self.max_len_a >= 0):
-            raise ValueError(f"max_len_a must be a finite number >= 0, got {self.max_len_a}")
-        if self.max_len_b < 1:
-            raise ValueError(f"max_len_b must be >= 1, got {self.max_len_b}")
-        if self.rerank not in RERANK_CHOICES:
-            raise ValueError(f"rerank must be one of {', '.join(RERANK_CHOICES)}, got {self.rerank!r}")
-        for name in ("rerank_missing", "rerank_unexplained", "rerank_repeated", "rerank_reconstruction"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        check_sampling(self.temperature, self.top_k, self.top_p)
-
-    @property
-    def weights(self) -> LexicalWeights:
-        return LexicalWeights.of(self)
-
-    @property
-    def reconstructs(self) -> bool:
-        """Whether reranking asks the reverse model how well each hypothesis gives its description back."""
-        return self.rerank == "lexical" and self.rerank_reconstruction > 0
-
-
-# What the decoding options a caller leaves out default to, unless the model directory says otherwise:
-# plain greedy search without reranking (which needs an export's lexicon), whatever the evaluate
-# section of params.yaml now defaults to, so exports without decoding defaults decode as they did.
-BUILTIN_DECODING = decoding_of(replace(EvaluateConfig(), beam_size=1, rerank="none", literal_prefixes=False,
-                                      rerank_reconstruction=0.0, max_len_a=0.0, max_len_b=200))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelFileError("--device cuda was asked for, but no CUDA device is available (use auto or cpu)")
-    return torch.device(name)
+# What the options a caller leaves out default to, unless the model directory records its own: plain
+# greedy search without reranking (which needs an export's lexicon), with the rerank weights the
+# evaluate section of params.yaml defaults to, so exports without decoding defaults decode as they did.
+BUILTIN_SETTINGS = DecodeSettings.from_config(replace(
+    EvaluateConfig(), beam_size=1, rerank="none", literal_prefixes=False, rerank_reconstruction=0.0,
+    max_len_a=0.0, max_len_b=200))
 
 
 class Translator:
@@ -134,8 +70,9 @@ class Translator:
         if tokenizer.placeholder_ids:  # an output uses only the placeholders of its own description
             model.restrict_to_source(tokenizer.placeholder_ids)
         self.bos_id, self.eos_id = bos_id, eos_id
-        # Defaults of beam_size, length_penalty, max_len_a, max_len_b and rerank.
-        self.decoding = {**BUILTIN_DECODING, **(decoding or {})}
+        # What translate() decodes with for every option a call leaves out: the model directory's
+        # recorded search (config.json "decoding"), else the built-in one.
+        self.defaults = replace(BUILTIN_SETTINGS, **(decoding or {}))
         self.lexicon = lexicon  # the training pairs' word counts, for rerank="lexical"
         self.reverse = None if reverse is None else reverse.eval()  # code -> description, for rerank_reconstruction
 
@@ -169,65 +106,60 @@ class Translator:
         return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device,
                               lexicon if lexicon.is_file() else None, reverse if reverse[0].is_file() else None)
 
-    def settings(self, sample: bool = False, **given: Any) -> DecodeSettings:
-        """The decode settings of a call: ``given`` options that are not None, else the model's defaults.
+    def settings(self, sample: bool = False, **options: Any) -> DecodeSettings:
+        """The model's defaults with ``options`` that are not None set (:meth:`DecodeSettings.with_options`)."""
+        return self.defaults.with_options(sample, **options)
 
-        When sampling, beam_size and rerank default to 1 and none: the defaults describe a search.
-        """
-        defaults = {**self.decoding, **({"beam_size": 1, "rerank": "none"} if sample else {})}
-        chosen = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-        return DecodeSettings(sample=sample, **chosen)
+    def translate(self, texts: list[str], settings: DecodeSettings | None = None, *, batch_size: int = 64,
+                  seed: int | None = None, strict: bool = False, on_batch: Callable[[int], None] | None = None,
+                  **options: Any) -> list[Translation]:
+        """Translate each text as ``settings`` say: greedy (``beam_size == 1``), batched beam search, or sampling.
 
-    def translate(
-        self,
-        texts: list[str],
-        beam_size: int | None = None,
-        n_best: int = 1,
-        max_len_a: float | None = None,
-        max_len_b: int | None = None,
-        length_penalty: float | None = None,
-        batch_size: int = 64,
-        sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        strict: bool = False,
-        on_batch: Callable[[int], None] | None = None,
-        rerank: str | None = None,
-        literal_prefixes: bool | None = None,
-    ) -> list[Translation]:
-        """Translate each text: greedy (``beam_size == 1``), batched beam search, or sampling.
-
-        beam_size, max_len_a, max_len_b, length_penalty, rerank and literal_prefixes left as None take
-        the model directory's decoding defaults (:attr:`decoding`; greedy, 0, 200, 0.6, none, off
-        without them), as the lexical reranker's weights always do.
+        ``settings`` left out: the model directory's decoding defaults (:attr:`defaults`), with any
+        :class:`~nmt.decoding.settings.DecodeSettings` field given as a keyword option set on top
+        (``t.translate(texts, beam_size=4, n_best=2)``; ``sample=True`` makes beam_size and rerank
+        default to 1 and none).
 
         Texts are sorted by length into batches of ``batch_size``. A batch's outputs are at most
         ``floor(max_len_a * S) + max_len_b`` tokens, S the length of its longest source (EOS
-        included), capped by the model's ``max_len``.
-
-        ``sample=True`` draws ``n_best`` samples per text (temperature, top_k, top_p: see
-        :func:`nmt.decoding.search.sample`), best score first; ``seed`` makes the draws repeatable for the
-        same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses come back.
-
-        ``rerank="syntax"`` decodes the beam's (or the samples') full n-best list and puts the
-        hypotheses that are valid Python first (:func:`nmt.decoding.rerank.rerank_candidates`): ``text`` is the
-        best-scoring valid one, or the best one when none is valid. ``rerank="lexical"`` also
-        weighs each hypothesis against its description's words, and needs :attr:`lexicon`; with a
-        ``rerank_reconstruction`` weight (a model default) it also asks the reverse model
-        (:attr:`reverse`) how well each hypothesis gives its description back.
+        included), capped by the model's ``max_len``. Sampling draws ``n_best`` samples per text
+        (:func:`nmt.decoding.search.sample`), best score first; ``seed`` makes the draws repeatable
+        for the same texts, batch size and device. Otherwise ``n_best <= beam_size`` hypotheses
+        come back. ``rerank="syntax"`` decodes the whole n-best and puts the hypotheses that are
+        valid Python first; ``rerank="lexical"`` also weighs each against its description's words
+        (:attr:`lexicon`) and, with a ``rerank_reconstruction`` weight, asks the reverse model
+        (:attr:`reverse`) how well it gives its description back (:mod:`nmt.decoding.rerank`).
         ``literal_prefixes`` puts the ``r`` / ``b`` of a literal the description calls a raw / bytes
-        string on the output's copy of it (:func:`nmt.placeholders.add_described_prefixes`).
+        string on the output's copy of it.
 
         A text longer than the model's source limit is cut to fit and flagged ``truncated``; with
         ``strict=True`` it raises :class:`~nmt.errors.InputTooLongError` (a ValueError) naming its
         index instead. Bad options raise ValueError naming the option. ``on_batch`` is called with
         the number of texts of each batch once it is decoded (a progress bar's hook).
         """
-        settings = self.settings(sample, beam_size=beam_size, n_best=n_best, max_len_a=max_len_a,
-                                 max_len_b=max_len_b, length_penalty=length_penalty, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes)
+        if settings is None:
+            settings = self.settings(**options)
+        elif options:
+            settings = settings.with_options(options.pop("sample", settings.sample), **options)
+        self._check(settings, batch_size)
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        masked, encoded, sources = self._sources(texts, strict)
+        order = sorted(range(len(texts)), key=lambda i: len(sources[i]))  # similar lengths share a batch
+        results: list[Translation | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
+            found = self._decode(src, settings, generator)
+            rec = self._reconstruction(found, [encoded[i] for i in chunk]) if settings.reconstructs else None
+            for k, (i, hyps) in enumerate(zip(chunk, found)):
+                results[i] = self._finish(texts[i], masked[i], hyps, None if rec is None else rec[k],
+                                          len(encoded[i]) >= self.model.cfg.max_len, settings)
+            if on_batch is not None:
+                on_batch(len(chunk))
+        return results  # type: ignore[return-value]
+
+    def _check(self, settings: DecodeSettings, batch_size: int) -> None:
+        """Refuse settings out of range, or asking for what this model directory lacks."""
         settings.check()
         if settings.rerank == "lexical" and self.lexicon is None:
             raise ModelFileError(f"rerank 'lexical' needs the model's {LEXICON_FILE} (written by the tokenize stage, "
@@ -238,28 +170,16 @@ class Translator:
                                  "or set the weight to 0")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+
+    def _sources(self, texts: list[str], strict: bool) -> tuple[list[Masked | None], list[list[int]], list[list[int]]]:
+        """Each text masked (placeholders), encoded, and as the encoder sees it (cut to fit, EOS)."""
         limit = self.model.cfg.max_len
         masked = [mask_description(t, self.tokenizer.name_placeholders, self.tokenizer.common_words)
-                  if self.tokenizer.string_placeholders
-                  else None for t in texts]
+                  if self.tokenizer.string_placeholders else None for t in texts]
         encoded = self.tokenizer.encode_batch([t if m is None else m.text for t, m in zip(texts, masked)])
         if strict:
             _refuse_long(encoded, limit)
-        sources = [source_ids(ids, self.eos_id, limit) for ids in encoded]
-        order = sorted(range(len(texts)), key=lambda i: len(sources[i]))  # similar lengths share a batch
-        results: list[Translation | None] = [None] * len(texts)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
-            found = self._decode(src, settings, generator)
-            rec = self._reconstruction(found, [encoded[i] for i in chunk]) if settings.reconstructs else None
-            for k, (i, hyps) in enumerate(zip(chunk, found)):
-                results[i] = self._finish(texts[i], masked[i], hyps, None if rec is None else rec[k],
-                                          len(encoded[i]) >= limit, settings)
-            if on_batch is not None:
-                on_batch(len(chunk))
-        return results  # type: ignore[return-value]
+        return masked, encoded, [source_ids(ids, self.eos_id, limit) for ids in encoded]
 
     def _finish(self, text: str, masked: Masked | None, hyps: list[Hypothesis], rec: list[float] | None,
                 truncated: bool, settings: DecodeSettings) -> Translation:
@@ -284,17 +204,7 @@ class Translator:
 
     def _decode(self, src: torch.Tensor, s: DecodeSettings,
                 generator: torch.Generator | None) -> list[list[Hypothesis]]:
-        src_mask = src != self.model.pad_id
-        max_len = length_limit(src.size(1), s.max_len_a, s.max_len_b)
-        args = (self.model, src, src_mask, self.bos_id, self.eos_id, max_len)
-        if s.sample:
-            samples = sample(*args, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                             n_samples=s.n_best, generator=generator)
-            return [sorted(hyps, key=lambda h: -h.score) for hyps in samples]
-        if s.beam_size == 1:
-            return [[h] for h in greedy(*args)]
-        n_best = s.beam_size if s.rerank != "none" else s.n_best  # reranking looks at the whole beam
-        return beam_search(*args, beam_size=s.beam_size, alpha=s.length_penalty, n_best=n_best)
+        return decode(self.model, src, src != self.model.pad_id, self.bos_id, self.eos_id, s, generator)
 
 
 def _refuse_long(encoded: list[list[int]], limit: int) -> None:

@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nmt.cl100k import base_encoding
 from nmt.config import DataConfig
 from nmt.data import concode, django, jsonl, stdlib
-from nmt.data.jsonl import MAX_LINE_BYTES, SPLITS, LineReport, Pair, SourceData
+from nmt.data.pairs import MAX_LINE_BYTES, LineReport, Pair
+from nmt.data.source import SPLITS, SourceData
 from nmt.errors import DataError
 from nmt.io import atomic_write_bytes, atomic_write_json
-from nmt.tokenizer import base_encoding
 
 # Benchmarks keep their standard dev and test sets whole so scores stay comparable with published
 # ones (and the user's own dev/test files are theirs to decide); the stdlib split is ours, so all

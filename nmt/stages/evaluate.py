@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from nmt import metrics, plots
-from nmt.config import Params, decoding_of
+from nmt.config import Params
+from nmt.data.pairs import read_jsonl
+from nmt.decoding.settings import DecodeSettings
+from nmt.decoding.translator import Translator
 from nmt.io import (
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
     read_json,
-    read_jsonl,
 )
+from nmt.layout import EvaluateLayout
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking.run import Run
-from nmt.decoding.translator import DecodeSettings, Translation, Translator
-
-
-@dataclass
-class Paths:
-    raw: Path = Path("data/raw")
-    tokenizer: Path = Path("data/tokenized/vocab.json")
-    lexicon: Path = Path("data/tokenized/lexicon.json")
-    weights: Path = Path("models/best.safetensors")
-    config: Path = Path("models/best.json")
-    reverse_weights: Path = Path("models/reverse/best.safetensors")
-    reverse_config: Path = Path("models/reverse/best.json")
-    predictions: Path = Path("data/eval/predictions.jsonl")
-    metrics: Path = Path("metrics/eval.json")
-    examples_md: Path = Path("plots/examples.md")
-    examples_png: Path = Path("plots/examples.png")
-    run_file: Path = Path("models/mlflow_run.json")
 
 
 def language_of(raw_dir: Path) -> str:
@@ -42,13 +28,12 @@ def language_of(raw_dir: Path) -> str:
     return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
 
 
-def predict(translator: Translator, nl: list[str], params: Params, beam_size: int, n_best: int = 1,
-            rerank: str = "none") -> list[Translation]:
-    """Decode with the evaluate settings (and the translator's reranking weights, set from them)."""
-    cfg = params.evaluate
-    return translator.translate(nl, beam_size=beam_size, n_best=n_best, max_len_a=cfg.max_len_a,
-                                max_len_b=cfg.max_len_b, length_penalty=cfg.length_penalty,
-                                batch_size=cfg.batch_size, rerank=rerank, literal_prefixes=cfg.literal_prefixes)
+def test_decodings(settings: DecodeSettings) -> dict[str, DecodeSettings]:
+    """What the stage decodes the test split with: its settings (returning the whole beam when a
+    reranker chooses, so the beam's own top hypothesis is there too), and greedy beside them."""
+    reranked = settings.rerank != "none" and settings.beam_size > 1
+    return {"chosen": replace(settings, n_best=settings.beam_size if reranked else 1),
+            "greedy": replace(settings, beam_size=1, n_best=1, rerank="none")}
 
 
 def example_rows(nl: list[str], refs: list[str], preds: list[str], n: int, seed: int) -> list[dict[str, str]]:
@@ -68,36 +53,34 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(params: Params, paths: Paths = Paths()) -> dict:
+def evaluate(params: Params, paths: EvaluateLayout = EvaluateLayout()) -> dict:
     train = read_jsonl(paths.raw / "train.jsonl")
     test = read_jsonl(paths.raw / "test.jsonl")
     nl, refs = [r["nl"] for r in test], [r["code"] for r in test]
 
     cfg = params.evaluate
-    decoding = decoding_of(cfg)
-    settings = DecodeSettings(**decoding)  # what the reranking needs loaded: the translator's rule
+    settings = DecodeSettings.from_config(cfg)  # built once, passed whole
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
                                        lexicon=paths.lexicon if settings.rerank == "lexical" else None,
                                        reverse=(paths.reverse_weights, paths.reverse_config)
                                        if settings.reconstructs else None)
-    translator.decoding.update(decoding)  # the reranking weights, as the export will record them
-    reranked = cfg.rerank != "none" and cfg.beam_size > 1
+    decodings = test_decodings(settings)
     # One decode serves both the reranked predictions and the beam's own top hypotheses: reranking
     # reorders the whole n-best and keeps the model's scores, so the best-scoring one is the beam's top.
-    beam = predict(translator, nl, params, cfg.beam_size, n_best=cfg.beam_size if reranked else 1, rerank=cfg.rerank)
+    beam = translator.translate(nl, decodings["chosen"], batch_size=cfg.batch_size)
     predictions = [t.text for t in beam]
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     # Measurements only: the beam size is a parameter (params.yaml), the pair count data/raw/stats.json's.
     scores = {k: v for k, v in metrics.score(predictions, refs, language_of(paths.raw)).items() if k != "n"}
-    if reranked:
+    if decodings["chosen"].n_best > 1:
         # The beam's best-scoring hypotheses beside the reranked ones: what reranking adds.
         top = [max(t.n_best, key=lambda c: c[1])[0] for t in beam]
         top_scores = metrics.score(top, refs, language_of(paths.raw))
         scores.update({f"top1_{k}": v for k, v in top_scores.items() if k != "n"})
     if cfg.beam_size > 1:
         # Greedy beside beam, so the report shows what the search adds.
-        greedy = [t.text for t in predict(translator, nl, params, 1)]
+        greedy = [t.text for t in translator.translate(nl, decodings["greedy"], batch_size=cfg.batch_size)]
         greedy_scores = metrics.score(greedy, refs, language_of(paths.raw))
         scores.update({f"greedy_{k}": v for k, v in greedy_scores.items() if k != "n"})
     base_scores = metrics.score(baseline, refs, language_of(paths.raw))

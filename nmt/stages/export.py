@@ -11,31 +11,17 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.checkpoint import read_model_config
-from nmt.config import Params, decoding_of, to_dict
-from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from nmt.config import Params, to_dict
 from nmt.decoding.rerank import LEXICON_FILE
-from nmt.tracking.run import Run, log_and_register_model
+from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import REVERSE_FILES
-
-
-@dataclass
-class Paths:
-    weights: Path = Path("models/best.safetensors")
-    config: Path = Path("models/best.json")
-    tokenizer: Path = Path("data/tokenized/vocab.json")
-    lexicon: Path = Path("data/tokenized/lexicon.json")
-    reverse_weights: Path = Path("models/reverse/best.safetensors")  # absent when reverse.max_steps is 0
-    reverse_config: Path = Path("models/reverse/best.json")
-    data_stats: Path = Path("data/raw/stats.json")
-    train_metrics: Path = Path("metrics/train.json")
-    train_facts: Path = Path("models/train_run.json")
-    eval_metrics: Path = Path("metrics/eval.json")
-    out: Path = Path("models/export")
-    run_file: Path = Path("models/mlflow_run.json")
+from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from nmt.layout import ExportLayout
+from nmt.tracking.registry import log_and_register_model
+from nmt.tracking.run import Run
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -81,7 +67,7 @@ baseline copies the code of the training pair with the nearest description (TF-I
 nmt generate --model models/export "return the absolute value of x"
 nmt evaluate --model models/export --data pairs.jsonl --output predictions.jsonl
 ```
-Both decode as the scores above were decoded ({json.dumps(decoding_of(params.evaluate))}, recorded
+Both decode as the scores above were decoded ({json.dumps(DecodeSettings.from_config(params.evaluate).recorded())}, recorded
 in config.json); options given on the command line win.
 ```python
 from nmt import Translator
@@ -91,14 +77,14 @@ print(t.translate(["return the absolute value of x"], beam_size=4, n_best=2)[0].
 """
 
 
-def export(params: Params, paths: Paths = Paths()) -> Path:
+def export(params: Params, paths: ExportLayout = ExportLayout()) -> Path:
     config = read_model_config(paths.config)  # validated before anything is written
     card = model_card(params, config, read_json(paths.data_stats), read_json(paths.train_metrics),
                       read_json(paths.train_facts), read_json(paths.eval_metrics))
     paths.out.mkdir(parents=True, exist_ok=True)
     _copy(paths.weights, paths.out / "model.safetensors")
     raw_config = read_json(paths.config)
-    raw_config["decoding"] = decoding_of(params.evaluate)
+    raw_config["decoding"] = DecodeSettings.from_config(params.evaluate).recorded()
     atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
     _copy(paths.lexicon, paths.out / LEXICON_FILE)
@@ -114,13 +100,13 @@ def export(params: Params, paths: Paths = Paths()) -> Path:
     return paths.out
 
 
-def register(params: Params, paths: Paths) -> None:
-    """Log the export as a pyfunc into the training run and register it (see nmt.tracking.run)."""
+def register(params: Params, paths: ExportLayout) -> None:
+    """Log the export as a pyfunc into the training run and register it (see nmt.tracking.registry)."""
     with Run.resume(paths.run_file, params.mlflow) as run:
         if not run.enabled:
             print("export: not registered in MLflow (no tracked training run)", file=sys.stderr)
             return
-        decode_defaults = decoding_of(params.evaluate)
+        decode_defaults = DecodeSettings.from_config(params.evaluate).recorded()
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
         result = log_and_register_model(paths.out, params.export.name, read_json(paths.train_metrics)["best_dev_bleu"],
                                         read_json(paths.eval_metrics)["bleu"], decode_defaults)

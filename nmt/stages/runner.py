@@ -1,25 +1,16 @@
-"""How every pipeline stage and CLI command turns user errors into a message and an exit code."""
+"""How every pipeline stage runs: params.yaml validated first, then errors as a message and an exit code.
+
+The stages (and `nmt train`) run their body through :func:`run_stage`, which turns user errors,
+file system errors and Ctrl-C into ``error: ...`` and an exit code by :func:`nmt.errors.fail`.
+"""
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from nmt.config import Params, load_params
-from nmt.errors import NmtError, describe_os_error
-
-
-def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def find_dvc() -> str | None:
-    """The dvc installed beside this interpreter (the venv's), else whichever is on PATH."""
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.is_file() else shutil.which("dvc")
+from nmt.errors import NmtError, describe_os_error, fail
 
 
 def run_stage(body: Callable[[Params], object], params_path: Path = Path("params.yaml")) -> None:

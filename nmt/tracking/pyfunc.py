@@ -23,9 +23,9 @@ import mlflow.pyfunc
 import pydantic
 from mlflow.exceptions import MlflowException
 
-# Decoding options a request may set in "params"; their defaults are the evaluate stage's, recorded
-# at export time (and checked again by the Translator: an out-of-range value is a 400).
-DECODE_PARAMS = {"beam_size": int, "max_len_a": float, "max_len_b": int, "length_penalty": float, "rerank": str}
+# Decoding options a request may set in "params" (DecodeSettings fields); the rest keep the model's
+# defaults, the evaluate stage's recorded at export time. Out-of-range values are a 400.
+REQUEST_PARAMS = ("beam_size", "max_len_a", "max_len_b", "length_penalty", "rerank")
 EXAMPLE = "return the absolute value of x"
 
 
@@ -49,9 +49,10 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
             raise MlflowException.invalid_parameter_value(
                 f'no descriptions to translate: send at least one, e.g. {{"inputs": [{{"nl": "{EXAMPLE}"}}]}}'
             )
-        settings = {k: DECODE_PARAMS[k](v) for k, v in (params or {}).items() if k in DECODE_PARAMS}
+        given = {k: v for k, v in (params or {}).items() if k in REQUEST_PARAMS}
         try:
-            translations = self.translator.translate([d.nl for d in model_input], **settings)
+            settings = self.translator.settings(**given)  # built once, from the request over the model's defaults
+            translations = self.translator.translate([d.nl for d in model_input], settings)
         except ValueError as e:  # a bad decoding option, named by the Translator
             raise MlflowException.invalid_parameter_value(f"bad params: {e}") from e
         return [t.text for t in translations]

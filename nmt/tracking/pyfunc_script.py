@@ -1,7 +1,7 @@
-"""The model-from-code script MLflow runs to load the pyfunc (see nmt.tracking.run.pyfunc): no pickle involved."""
+"""The model-from-code script MLflow runs to load the pyfunc (see nmt.tracking.pyfunc): no pickle involved."""
 
 from mlflow.models import set_model
 
-from nmt.tracking.run.pyfunc import TranslatorModel
+from nmt.tracking.pyfunc import TranslatorModel
 
 set_model(TranslatorModel())

@@ -41,10 +41,6 @@ class ResumeError(NmtError):
     """A resume checkpoint that cannot be used; the message says how to start over."""
 
 
-def state_path(models: Path) -> Path:
-    return models / "resume" / "state.pt"
-
-
 def fingerprint(params: Params, data_sha256: str) -> dict[str, Any]:
     """The flattened params a checkpoint must have been written under, and its data's hash."""
     raw = to_dict(params)

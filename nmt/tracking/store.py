@@ -1,0 +1,97 @@
+"""Which MLflow store the project talks to, and getting MLflow pointed at it.
+
+The store is ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` at the repository
+root; artifacts of experiments created here go to ``mlartifacts/`` beside it. Every other tracking
+module (the run, the registry, browsing runs) goes through :func:`connect` or :func:`_set_store`,
+so the choice of store and the fail-fast rules for a dead server live in this one place.
+
+MLflow is imported lazily: it is slow to import and most commands never need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from nmt.errors import NmtError
+from nmt.io import project_root
+
+# MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+REACH_TIMEOUT_S = 5.0
+
+
+class TrackingError(NmtError):
+    """The tracking store cannot be used (unreachable, or the run is not in it)."""
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    root = project_root() if root is None else root
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raise :class:`TrackingError` naming ``uri`` when an HTTP tracking server does not answer.
+
+    Any HTTP answer counts as reachable; a refused connection or a timeout does not. Local stores
+    (sqlite, file) are created on first use and need no check.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered, with an error page: it is there
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(
+            f"MLflow tracking store {uri} cannot be reached ({reason}); start that server, unset "
+            "MLFLOW_TRACKING_URI to log to ./mlflow.db, or set mlflow.required: false to train without tracking"
+        ) from e
+
+
+def _quiet_http_retries() -> None:
+    # MLflow's HTTP client retries for minutes by default; a dead server must fail fast.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(REACH_TIMEOUT_S)))
+
+
+def _set_store(root: Path) -> str:
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def connect(root: Path) -> str:
+    """Point MLflow at the project's store once it answers (:func:`check_reachable`); return its URI."""
+    _quiet_http_retries()
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    _set_store(root)
+    return uri
+
+
+def ensure_experiment(name: str, root: Path) -> str:
+    """Create ``name`` (artifacts in ``root/mlartifacts``) if needed, tag it for the UI; return its id."""
+    import mlflow
+
+    # The runs-table view is browse's to define; imported here, not at the top, because browse
+    # builds on this module.
+    from nmt.tracking.browse import VIEW_KEY, runs_view
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    client = mlflow.MlflowClient()
+    for key, value in {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(runs_view())}.items():
+        client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id

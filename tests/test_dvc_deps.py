@@ -1,0 +1,44 @@
+"""Every file a DVC stage imports is among its deps in dvc.yaml, so `dvc repro` never calls a stale output fresh."""
+
+from __future__ import annotations
+
+import yaml
+
+from nmt.stages import deps
+
+from .conftest import REPO
+
+
+def test_every_stage_lists_exactly_the_code_it_imports():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    entries = deps.stage_entries(REPO)
+    assert set(entries) == set(stages), "a stage whose command is not `python3 -m pipeline.<stage>`"
+    for stage, entry in entries.items():
+        listed = {d for d in stages[stage]["deps"] if deps.is_code(d)}
+        imported = set(deps.code_deps(entry, REPO))
+        assert not imported - listed, (f"{stage} imports {sorted(imported - listed)} but dvc.yaml does not list them: "
+                                       "run `python -m nmt.stages.deps --write`")
+        assert not listed - imported, (f"{stage} lists {sorted(listed - imported)}, which it does not import: "
+                                       "run `python -m nmt.stages.deps --write`")
+
+
+def test_imports_inside_functions_and_packages_on_the_way_count(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "nmt" / "sub").mkdir(parents=True)
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "stage.py").write_text("from nmt.sub import leaf\n")
+    for name in ("nmt/__init__.py", "nmt/sub/__init__.py", "nmt/unused.py"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "nmt" / "sub" / "leaf.py").write_text("def f():\n    import nmt.lazy\n")
+    (tmp_path / "nmt" / "lazy.py").write_text("import json\n")
+    assert deps.code_deps("pipeline.stage", tmp_path) == [
+        "nmt/__init__.py", "nmt/lazy.py", "nmt/sub/__init__.py", "nmt/sub/leaf.py", "pipeline/__init__.py",
+        "pipeline/stage.py"]
+
+
+def test_rewrite_replaces_only_the_code_deps():
+    text = ("stages:\n  train:\n    cmd: python3 -m pipeline.train\n    deps:\n      - pipeline/train.py\n"
+            "      - nmt/old.py\n      - data/tokenized\n    params:\n      - train\n")
+    new = deps.rewrite(text, {"train": ["nmt/a.py", "pipeline/train.py"]})
+    assert new == ("stages:\n  train:\n    cmd: python3 -m pipeline.train\n    deps:\n      - nmt/a.py\n"
+                   "      - pipeline/train.py\n      - data/tokenized\n    params:\n      - train\n")
