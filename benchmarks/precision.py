@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from nmt.layout import TrainLayout
+from nmt.params import params_from_dict
 from nmt.stages.train import train
-from nmt.config import params_from_dict
 from tests.conftest import tokenized_data
 
 SETTINGS = ({"precision": "fp32"}, {"precision": "auto"}, {"precision": "bf16"}, {"precision": "fp16"},

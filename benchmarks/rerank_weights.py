@@ -24,9 +24,9 @@ from pathlib import Path
 
 from nmt import metrics
 from nmt.data.pairs import read_jsonl
-from nmt.metrics import is_valid_python
 from nmt.decoding.rerank import LexicalWeights, penalties
 from nmt.decoding.translator import Translator
+from nmt.metrics import is_valid_python
 
 GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 2.5, 3.0), "unexplained": (0.0, 0.5, 1.0, 1.5, 2.0),
         "repeated": (0.0, 0.5, 1.0, 2.0), "reconstruction": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)}

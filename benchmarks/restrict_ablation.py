@@ -16,8 +16,8 @@ from pathlib import Path
 
 from nmt import metrics
 from nmt.data.pairs import read_jsonl
-from nmt.placeholders import PATTERN
 from nmt.decoding.translator import Translator
+from nmt.placeholders import PATTERN
 
 
 def run(model_dir: Path, data: Path, beam_size: int) -> dict[str, dict[str, float]]:

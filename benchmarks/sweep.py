@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from nmt.config import DEFAULT_PARAMS, params_from_dict
+from nmt.config import DEFAULT_PARAMS
+from nmt.params import params_from_dict
 from nmt.recipes import load_recipe, merge
 
 STAGES = ("download", "tokenize", "train", "evaluate")

@@ -9,10 +9,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nmt.config import ModelConfig, _build, decoding_from_dict, to_dict
+from nmt.config import ModelConfig
 from nmt.errors import ModelFileError
 from nmt.io import atomic_path, atomic_write_json, read_json
 from nmt.model import Transformer
+from nmt.params import _build, decoding_from_dict, to_dict
 
 FORMAT = "nmt-model"
 VERSION = 1

@@ -243,7 +243,7 @@ def show_params(params: Annotated[Path, typer.Option(help="parameters file a run
                 ) -> None:
     """List every option with the value a run would use (PARAMS, validated), its help text, and the
     built-in default where the file sets another value."""
-    from nmt.config import describe, flatten, load_params, to_dict
+    from nmt.params import describe, flatten, load_params, to_dict
 
     try:
         values = flatten(to_dict(load_params(params))) if params.is_file() else {}
@@ -331,7 +331,7 @@ def ui(
 
 
 def _experiment_name(params: Path) -> str:
-    from nmt.config import load_params
+    from nmt.params import load_params
 
     return load_params(params).mlflow.experiment
 

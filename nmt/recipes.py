@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
-from nmt.config import DEFAULT_PARAMS, Params, flatten, params_from_dict
+from nmt.config import DEFAULT_PARAMS, Params
 from nmt.dvc import find_dvc
 from nmt.errors import ConfigError, DataError, fail
+from nmt.params import flatten, params_from_dict
 from nmt.results import write_recipe_result
 
 RECIPES = Path("recipes")

@@ -12,16 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt.config import (
-    ConcodeConfig,
-    DataConfig,
-    DjangoConfig,
-    JsonlConfig,
-    params_from_dict,
-)
+from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig
 from nmt.data.pairs import MAX_LINE_BYTES, BadLine, parse_pair
-from nmt.stages.download import prepare_data
 from nmt.errors import ConfigError, DataError
+from nmt.params import params_from_dict
+from nmt.stages.download import prepare_data
 
 from .conftest import fuzz_examples
 

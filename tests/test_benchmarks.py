@@ -17,12 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nmt.batching import collate
 from nmt.config import ModelConfig
-from nmt.flops import (
-    forward_flops,
-    measure_peak_flops,
-    theoretical_peak_flops,
-    train_step_flops,
-)
+from nmt.flops import forward_flops, measure_peak_flops, theoretical_peak_flops, train_step_flops
 from nmt.model import Dropout, Transformer, attend
 from nmt.training.step import micro_batch_flops
 
@@ -297,9 +292,9 @@ def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypa
 
     from benchmarks.rerank_weights import hypotheses
     from nmt.checkpoint import load_model, save_model
-    from nmt.model import Transformer
     from nmt.decoding.rerank import Lexicon
     from nmt.decoding.translator import REVERSE_FILES
+    from nmt.model import Transformer
 
     from .conftest import synthetic_pairs, write_jsonl
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from nmt.config import describe, flatten, load_params, params_from_dict
 from nmt.errors import ConfigError
+from nmt.params import describe, flatten, load_params, params_from_dict
 
 from .conftest import REPO
 

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from nmt.batching import collate
 from nmt.checkpoint import load_model, save_model
-from nmt.config import ModelConfig, params_from_dict
+from nmt.config import ModelConfig
 from nmt.decoding.search import beam_search, greedy, sample
 from nmt.errors import ModelFileError
 from nmt.model import Transformer
+from nmt.params import params_from_dict
 from nmt.training.step import batch_loss
 
 from .test_model import BOS, EOS, PAD, V, random_batch, tiny

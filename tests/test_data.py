@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig, StdlibConfig, params_from_dict
+from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig, StdlibConfig
 from nmt.data import concode, django, stdlib
-from nmt.stages.download import prepare_data, token_lengths
 from nmt.errors import ConfigError, DataError
+from nmt.params import params_from_dict
+from nmt.stages.download import prepare_data, token_lengths
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

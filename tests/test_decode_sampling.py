@@ -9,8 +9,8 @@ import torch
 
 import nmt.decoding.search
 from nmt.decoding.search import filter_logits, greedy, length_limit, sample
-from nmt.errors import InputTooLongError
 from nmt.decoding.translator import Translator
+from nmt.errors import InputTooLongError
 
 from .test_model import BOS, EOS, MarkovModel, random_batch, tiny
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nmt.decoding import search as search_module
-from nmt.decoding.settings import DecodeSettings
 from nmt.cli import app
-from nmt.decoding.search import Hypothesis
-from nmt.errors import ModelFileError
+from nmt.decoding import search as search_module
 from nmt.decoding.rerank import rerank_candidates
+from nmt.decoding.search import Hypothesis
+from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import BUILTIN_SETTINGS, Translator
+from nmt.errors import ModelFileError
 
 from .conftest import synthetic_pairs, write_jsonl
 

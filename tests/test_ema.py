@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nmt.config import params_from_dict
-from nmt.training.ema import EMA
-from nmt.model import Transformer
-from nmt.tokenizer import Tokenizer
 from nmt.layout import TrainLayout as Paths
+from nmt.model import Transformer
+from nmt.params import params_from_dict
 from nmt.stages.train import train
+from nmt.tokenizer import Tokenizer
+from nmt.training.ema import EMA
 from nmt.training.loop import seed_everything
 
 from .conftest import tokenized_data

@@ -13,21 +13,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nmt.training import resume
-from nmt.config import TrainConfig
-from nmt.layout import TrainLayout as Paths
-from nmt.stages.train import train
-from nmt.training import loop as loop_module
-from nmt.training import step as step_module
-from nmt.training.distributed import Dist
-from nmt.training.stream import Batches, RankSlices
 from nmt.batching import collate
-from nmt.config import Params, params_from_dict
+from nmt.config import Params, TrainConfig
 from nmt.errors import ConfigError
 from nmt.flops import train_step_flops
+from nmt.layout import TrainLayout as Paths
 from nmt.model import Transformer
-from nmt.training.precision import Precision, PrecisionError, resolve_precision
+from nmt.params import params_from_dict
+from nmt.stages.train import train
+from nmt.training import loop as loop_module
+from nmt.training import resume
+from nmt.training import step as step_module
+from nmt.training.distributed import Dist
 from nmt.training.loop import TrainingDiverged
+from nmt.training.precision import Precision, PrecisionError, resolve_precision
+from nmt.training.stream import Batches, RankSlices
 
 from .conftest import TINY, tokenized_data
 

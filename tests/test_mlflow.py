@@ -279,9 +279,9 @@ def run_statuses(work: Path) -> list[str]:
 
 
 def test_crashed_training_marks_its_run_failed(pipeline_repo, tmp_path, monkeypatch):
+    from nmt.params import load_params
     from nmt.stages import train as train_module
     from nmt.training import step as step_module
-    from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path)
     monkeypatch.chdir(work)

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nmt.config import describe, params_from_dict
 from nmt.errors import ConfigError
+from nmt.params import describe, params_from_dict
 
 from .conftest import REPO, fuzz_examples
 

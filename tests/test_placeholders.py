@@ -12,15 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmt import placeholders as P
-from nmt.training import validate as train_module
 from nmt.batching import collate
 from nmt.cl100k import base_encoding
 from nmt.config import ModelConfig
 from nmt.data.tokenized import TokenizedSplit, load_literals
-from nmt.stages.tokenize import tokenize_dataset
-from nmt.model import Transformer
-from nmt.tokenizer import Tokenizer
 from nmt.decoding.translator import Translator
+from nmt.model import Transformer
+from nmt.stages.tokenize import tokenize_dataset
+from nmt.tokenizer import Tokenizer
+from nmt.training import validate as train_module
 
 from .conftest import PLAIN_TOKENIZE, plain_tokenize, write_jsonl
 
@@ -239,8 +239,8 @@ def _tokenize_allow_lazy(tmp_path, placeholder_tokens: bool) -> tuple[Tokenizer,
 
 
 def test_name_placeholders_need_string_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
-    from nmt.config import params_from_dict
     from nmt.errors import ConfigError
+    from nmt.params import params_from_dict
 
     with pytest.raises(ConfigError, match="tokenize.name_placeholders"):
         params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "name_placeholders": True}})
@@ -280,8 +280,8 @@ def test_masking_rare_words_is_exactly_reversible(nl, code, common):
 
 
 def test_rare_words_need_name_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
-    from nmt.config import params_from_dict
     from nmt.errors import ConfigError
+    from nmt.params import params_from_dict
 
     with pytest.raises(ConfigError, match="tokenize.rare_words: needs tokenize.name_placeholders"):
         params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "string_placeholders": True, "rare_words": 3}})
@@ -335,8 +335,8 @@ def test_each_canonical_placeholder_below_k_is_one_token_of_its_own():
 
 
 def test_placeholder_tokens_need_string_placeholders_and_travel_in_the_tokenizer_file(tmp_path):
-    from nmt.config import params_from_dict
     from nmt.errors import ConfigError, ModelFileError
+    from nmt.params import params_from_dict
 
     with pytest.raises(ConfigError, match="tokenize.placeholder_tokens: needs tokenize.string_placeholders"):
         params_from_dict({"tokenize": {**PLAIN_TOKENIZE, "placeholder_tokens": True}})

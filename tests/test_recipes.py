@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmt import recipes
-from nmt.config import describe, flatten, load_params
 from nmt.errors import ConfigError, DataError
+from nmt.params import describe, flatten, load_params
 
 from .conftest import REPO
 

@@ -8,21 +8,13 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from nmt.decoding import search as search_module
-from nmt.decoding.settings import DecodeSettings
 from nmt.cli import app
+from nmt.decoding import search as search_module
+from nmt.decoding.rerank import PRIOR, LexicalWeights, Lexicon, penalties, rerank_candidates, words, write_lexicon
 from nmt.decoding.search import Hypothesis
-from nmt.errors import ModelFileError
-from nmt.decoding.rerank import (
-    PRIOR,
-    LexicalWeights,
-    Lexicon,
-    penalties,
-    rerank_candidates,
-    words,
-    write_lexicon,
-)
+from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import Translator
+from nmt.errors import ModelFileError
 
 from .conftest import write_jsonl
 

@@ -192,9 +192,9 @@ def test_a_truncated_resume_checkpoint_is_a_clear_error(pipeline_repo, tmp_path)
 
 # --------------------------------------------------------------------------- numerical faults
 def test_nan_steps_are_skipped_and_counted(pipeline_repo, tmp_path, monkeypatch):
+    from nmt.params import load_params
     from nmt.stages import train as train_module
     from nmt.training import step as step_module
-    from nmt.config import load_params
 
     work, env = copy_for_training(pipeline_repo, tmp_path, eval_every=10, max_steps=30)
     monkeypatch.chdir(work)

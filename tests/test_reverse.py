@@ -8,27 +8,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nmt.training import loop as train_module
-from nmt.decoding import search as search_module
 from nmt.checkpoint import load_model, save_model
 from nmt.cli import app
-from nmt.config import (
-    MlflowConfig,
-    ModelConfig,
-    Params,
-    ReverseConfig,
-    TrainConfig,
-    params_from_dict,
-)
-from nmt.decoding.search import Hypothesis
+from nmt.config import MlflowConfig, ModelConfig, Params, ReverseConfig, TrainConfig
 from nmt.data.tokenized import TokenizedSplit
-from nmt.errors import ConfigError, ModelFileError
-from nmt.model import Transformer
+from nmt.decoding import search as search_module
 from nmt.decoding.reconstruction import reconstruction_scores
 from nmt.decoding.rerank import LexicalWeights, Lexicon, rerank_candidates
-from nmt.layout import TrainLayout as Paths
-from nmt.stages.train import train_reverse
+from nmt.decoding.search import Hypothesis
 from nmt.decoding.translator import REVERSE_FILES, Translator
+from nmt.errors import ConfigError, ModelFileError
+from nmt.layout import TrainLayout as Paths
+from nmt.model import Transformer
+from nmt.params import params_from_dict
+from nmt.stages.train import train_reverse
+from nmt.training import loop as train_module
 
 from .conftest import synthetic_pairs, tokenized_data
 

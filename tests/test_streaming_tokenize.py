@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from nmt.cl100k import base_tables as _base_tables
 from nmt.data.tokenized import TokenizedSplit, load_literals
-from nmt.stages.tokenize import _histogram_percentiles, tokenize_dataset
 from nmt.errors import DataError
+from nmt.stages.tokenize import _histogram_percentiles, tokenize_dataset
 from nmt.tokenizer import Tokenizer
 
 from .conftest import plain_tokenize

@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 
 from nmt.cl100k import base_encoding
 from nmt.data.tokenized import TokenizedSplit
-from nmt.stages.tokenize import tokenize_dataset
 from nmt.errors import DataError, ModelFileError
+from nmt.stages.tokenize import tokenize_dataset
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, Tokenizer
 
 from .conftest import fuzz_examples, plain_tokenize

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from nmt.training import validate as train
 from nmt.batching import collate
 from nmt.checkpoint import load_model
 from nmt.config import TrainConfig
-from nmt.decoding.search import beam_search, greedy
 from nmt.data.tokenized import TokenizedSplit
+from nmt.decoding.search import beam_search, greedy
 from nmt.tokenizer import Tokenizer
+from nmt.training import validate as train
 
 from .conftest import synthetic_pairs
 

@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nmt.errors import InputTooLongError
 from nmt.decoding.translator import Translation, Translator
+from nmt.errors import InputTooLongError
 
 from .conftest import fuzz_examples
 

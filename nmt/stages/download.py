@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from nmt.cl100k import base_encoding
-from nmt.config import DataConfig
+from nmt.config import DataConfig, Params
 from nmt.data import concode, django, jsonl, stdlib
 from nmt.data.pairs import MAX_LINE_BYTES, LineReport, Pair
 from nmt.data.source import SPLITS, SourceData
 from nmt.errors import DataError
 from nmt.io import atomic_write_bytes, atomic_write_json
+from nmt.layout import RAW
 
 # Benchmarks keep their standard dev and test sets whole so scores stay comparable with published
 # ones (and the user's own dev/test files are theirs to decide); the stdlib split is ours, so all
@@ -50,6 +51,11 @@ def load_source(cfg: DataConfig) -> SourceData:
     if cfg.source == "jsonl":
         return jsonl.load(cfg.jsonl)
     raise DataError(f"data.source: unknown source {cfg.source!r} (known: {', '.join(LIMITED_SPLITS)})")
+
+
+def download(params: Params, out_dir: Path = RAW) -> dict:
+    """The download stage: the data section's source -> data/raw (what pipeline/download.py runs)."""
+    return prepare_data(params.data, out_dir)
 
 
 def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 from nmt.checkpoint import read_model_config
-from nmt.config import Params, to_dict
+from nmt.config import Params
 from nmt.decoding.rerank import LEXICON_FILE
 from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import REVERSE_FILES
 from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from nmt.layout import ExportLayout
+from nmt.params import to_dict
 from nmt.tracking.registry import log_and_register_model
 from nmt.tracking.run import Run
 

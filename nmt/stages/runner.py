@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nmt.config import Params, load_params
+from nmt.config import Params
 from nmt.errors import NmtError, describe_os_error, fail
+from nmt.params import load_params
 
 
 def run_stage(body: Callable[[Params], object], params_path: Path = Path("params.yaml")) -> None:

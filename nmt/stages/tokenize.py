@@ -45,14 +45,14 @@ from nmt.data.tokenized import LITERALS_FILE, LiteralsWriter, SplitWriter
 from nmt.decoding.rerank import LEXICON_FILE, write_lexicon
 from nmt.errors import DataError
 from nmt.io import atomic_write_json
+from nmt.layout import RAW, TOKENIZED
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, PLACEHOLDER_TOKENS, Tokenizer
 
 CHUNK_PAIRS = 8192  # pairs masked and encoded at a time: the stage's memory does not grow past it
 # Where the stage reads and writes (dvc.yaml's deps and outs of the tokenize stage).
-RAW_DIR, OUT_DIR = Path("data/raw"), Path("data/tokenized")
 
 
-def tokenize(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = OUT_DIR) -> dict:
+def tokenize(params: Params, raw_dir: Path = RAW, out_dir: Path = TOKENIZED) -> dict:
     """The whole stage: :func:`tokenize_dataset`, then the reranker's lexicon from the raw training
     pairs. Returns the statistics written to ``out_dir/stats.json``."""
     stats = tokenize_dataset(raw_dir, out_dir, params.tokenize)

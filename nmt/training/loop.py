@@ -34,13 +34,14 @@ from tqdm import tqdm
 
 from nmt import plots
 from nmt.checkpoint import save_model
-from nmt.config import Params, flatten, to_dict
+from nmt.config import Params
 from nmt.data.tokenized import TokenizedSplit, load_literals
 from nmt.errors import NmtError
 from nmt.flops import Peak, measure_peak
 from nmt.io import atomic_write_json, atomic_write_text
 from nmt.layout import TrainLayout
 from nmt.model import Transformer
+from nmt.params import flatten, to_dict
 from nmt.tokenizer import Tokenizer
 from nmt.tracking.provenance import environment_tags, git_tags
 from nmt.tracking.run import Run

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nmt.config import Params, flatten, to_dict
+from nmt.config import Params
 from nmt.errors import NmtError
 from nmt.io import atomic_path
+from nmt.params import flatten, to_dict
 
 FORMAT = "nmt-resume"
 VERSION = 1
