@@ -25,7 +25,7 @@ import numpy as np
 _WORD = re.compile(r"[^\W_]+")
 
 
-def words(text: str) -> list[str]:
+def terms(text: str) -> list[str]:
     """Lowercase letter/digit runs of ``text``."""
     return _WORD.findall(text.lower())
 
@@ -44,7 +44,7 @@ class RetrievalBaseline:
         if not train_nl:
             raise ValueError("the retrieval baseline needs at least one training pair")
         n = len(train_nl)
-        tfs = [Counter(words(text)) for text in train_nl]
+        tfs = [Counter(terms(text)) for text in train_nl]
         df = Counter(term for tf in tfs for term in tf)
         self._idf = {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
         docs: dict[str, list[int]] = {term: [] for term in df}
@@ -66,7 +66,7 @@ class RetrievalBaseline:
         out = []
         scores = np.zeros(len(self._code))
         for text in nl:
-            w = {t: (1.0 + math.log(c)) * self._idf[t] for t, c in Counter(words(text)).items() if t in self._idf}
+            w = {t: (1.0 + math.log(c)) * self._idf[t] for t, c in Counter(terms(text)).items() if t in self._idf}
             scores[:] = 0.0
             # The query norm scales every score alike, so it cannot change the argmax: skipped.
             for term in sorted(w):  # a fixed summation order: identical descriptions tie exactly

@@ -42,3 +42,17 @@ def test_rewrite_replaces_only_the_code_deps():
     new = deps.rewrite(text, {"train": ["nmt/a.py", "pipeline/train.py"]})
     assert new == ("stages:\n  train:\n    cmd: python3 -m pipeline.train\n    deps:\n      - nmt/a.py\n"
                    "      - pipeline/train.py\n      - data/tokenized\n    params:\n      - train\n")
+
+
+def test_a_packages_lazy_attribute_counts_only_where_it_is_imported(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "nmt").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "nmt" / "__init__.py").write_text(
+        "def __getattr__(name):\n    if name == 'Heavy':\n        from nmt.heavy import Heavy\n        return Heavy\n")
+    (tmp_path / "nmt" / "heavy.py").write_text("class Heavy: ...\n")
+    (tmp_path / "nmt" / "light.py").write_text("")
+    (tmp_path / "pipeline" / "a.py").write_text("import nmt.light\n")
+    (tmp_path / "pipeline" / "b.py").write_text("from nmt import Heavy\n")
+    assert "nmt/heavy.py" not in deps.code_deps("pipeline.a", tmp_path)
+    assert "nmt/heavy.py" in deps.code_deps("pipeline.b", tmp_path)

@@ -322,7 +322,7 @@ def test_nmt_runs_on_a_dead_store_is_a_clear_error(pipeline_repo):
 
 def test_a_signal_during_a_store_write_is_delivered_after_it():
     """Ctrl-C inside a SQLite write left a lock behind and the run RUNNING; it now waits for the write."""
-    from nmt.tracking.run import signals_held
+    from nmt.signals import signals_held
 
     finished = []
     # Python's own Ctrl-C handler, whatever this process inherited: a shell's background job starts

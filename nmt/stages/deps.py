@@ -37,16 +37,43 @@ def module_file(module: str, root: Path) -> Path | None:
     return None
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module named by an import statement anywhere in ``path`` (functions included), and for
-    ``from a import b`` also ``a.b``, which is a module when b is one."""
+def lazy_exports(tree: ast.Module) -> dict[str, set[str]]:
+    """A package's lazy attributes: ``name -> modules`` that its module-level ``__getattr__``
+    imports when ``name`` is asked for (``from nmt import Translator``), and only then."""
+    exports: dict[str, set[str]] = {}
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__":
+            for branch in ast.walk(fn):
+                if isinstance(branch, ast.If) and isinstance(branch.test, ast.Compare):
+                    names = [c.value for c in branch.test.comparators if isinstance(c, ast.Constant)]
+                    modules = {n.module for stmt in branch.body for n in ast.walk(stmt)
+                               if isinstance(n, ast.ImportFrom) and n.module}
+                    for name in names:
+                        exports.setdefault(name, set()).update(modules)
+    return exports
+
+
+def imported_modules(path: Path, root: Path) -> set[str]:
+    """Every module named by an import statement anywhere in ``path`` (functions included; a
+    package's lazy ``__getattr__`` only for the names imported from it), and for ``from a import b``
+    also ``a.b``, which is a module when b is one."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lazy = {id(n) for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__"
+            for n in ast.walk(fn)}
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
+        if id(node) in lazy:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            package = module_file(node.module, root)
+            if package is not None and package.name == "__init__.py":
+                exports = lazy_exports(ast.parse(package.read_text(encoding="utf-8")))
+                for alias in node.names:
+                    found.update(exports.get(alias.name, ()))
     return {m for m in found if m.split(".")[0] in PACKAGES}
 
 
@@ -63,7 +90,7 @@ def code_deps(entry_module: str, root: Path = Path(".")) -> list[str]:
             if path is None or path in seen:
                 continue
             seen.add(path)
-            todo.extend(imported_modules(path))
+            todo.extend(imported_modules(path, root))
     return sorted(str(p.relative_to(root)) for p in seen)
 
 

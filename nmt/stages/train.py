@@ -10,34 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
-import threading
 
 from nmt.config import Params
 from nmt.device import resolve_device
 from nmt.io import atomic_write_text
 from nmt.layout import REVERSE, TrainLayout
+from nmt.signals import raise_on_sigterm
 from nmt.tracking.provenance import directory_sha256
 from nmt.tracking.run import Run
 from nmt.training import distributed, resume
 from nmt.training.distributed import Dist
 from nmt.training.loop import Trainer
 from nmt.training.precision import Precision
-
-
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM (a scheduler stopping the job, `kill`) into SystemExit(143), like Ctrl-C's 130.
-
-    The exception unwinds through the loop, so the MLflow run is marked KILLED, not left RUNNING.
-    (Between steps, :class:`~nmt.training.stopping.GracefulStop` takes over and saves a resume
-    checkpoint first.)
-    """
-    def handler(signum, frame):
-        raise SystemExit(128 + signal.SIGTERM)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 def find_resume_state(params: Params, paths: TrainLayout, data_sha: str, d: Dist = Dist()) -> dict | None:

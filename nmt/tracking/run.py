@@ -15,40 +15,14 @@ locked. MLflow is imported lazily: it is slow to import and most commands never 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from nmt.config import MlflowConfig
 from nmt.io import atomic_write_json, project_root, read_json
+from nmt.signals import signals_held
 from nmt.tracking.store import TrackingError, connect, ensure_experiment
-
-
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the enclosed store write is done, then deliver them.
-
-    A KeyboardInterrupt raised inside a SQLite write can leave that transaction's lock behind, and
-    the next write (ending the run as KILLED) then fails with "database is locked", leaving the run
-    RUNNING. Held here, the signal lands between writes. Only the main thread receives signals.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in dict.fromkeys(held):
-            signal.raise_signal(sig)  # handled as it would have been: KeyboardInterrupt, SystemExit
 
 
 class Run:

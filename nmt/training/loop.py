@@ -42,6 +42,7 @@ from nmt.io import atomic_write_json, atomic_write_text
 from nmt.layout import TrainLayout
 from nmt.model import Transformer
 from nmt.params import flatten, to_dict
+from nmt.signals import GracefulStop
 from nmt.tokenizer import Tokenizer
 from nmt.tracking.provenance import environment_tags, git_tags
 from nmt.tracking.run import Run
@@ -50,7 +51,6 @@ from nmt.training.distributed import Dist, any_rank
 from nmt.training.ema import EMA
 from nmt.training.precision import Precision, enable_tf32
 from nmt.training.step import lr_factor, make_optimizer, optimizer_step
-from nmt.training.stopping import GracefulStop
 from nmt.training.stream import Batches, RankSlices
 from nmt.training.validate import DevSet, evaluate_dev, make_dev_set
 
