@@ -39,7 +39,8 @@ def hypotheses(model_dir: Path, data: Path, beam_size: int) -> list[list[dict]]:
     if translator.lexicon is None:
         raise SystemExit(f"{model_dir}: no lexicon.json; re-export the model with the export stage")
     if translator.reverse is not None:  # any weight > 0 makes translate() compute the scores
-        translator.decoding["rerank_reconstruction"] = translator.decoding["rerank_reconstruction"] or 1.0
+        translator.defaults = dataclasses.replace(
+            translator.defaults, rerank_reconstruction=translator.defaults.rerank_reconstruction or 1.0)
     rows = read_jsonl(data)
     translations = translator.translate([r["nl"] for r in rows], beam_size=beam_size, n_best=beam_size,
                                         rerank="lexical")
@@ -90,9 +91,7 @@ def main() -> None:
     reverse = any(h["reconstruction"] for hyps in table for h in hyps)
     grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values()) if reverse or not w[3]]
     em = {w: 100 * exact_matches(table, w, everything) / len(table) for w in grid}
-    decoding = Translator.from_pretrained(args.model_dir, device="cpu").decoding
-    own = LexicalWeights(decoding["rerank_missing"], decoding["rerank_unexplained"], decoding["rerank_repeated"],
-                         decoding.get("rerank_reconstruction", 0.0))
+    own = Translator.from_pretrained(args.model_dir, device="cpu").defaults.weights
     print(f"pairs {len(table)}, beam {args.beam_size}, {'with' if reverse else 'without'} a reverse model")
     print(f"top hypothesis: {100 * sum(hyps[0]['exact'] for hyps in table) / len(table):.1f}; "
           f"the gold line among the n-best (the most any reranking can get): "

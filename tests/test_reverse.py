@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -136,9 +137,10 @@ def test_translate_adds_the_weighted_reconstruction_score(monkeypatch, reverse_e
     source = t.tokenizer.encode(nl)
     rec = reconstruction_scores(t.reverse, [(t.tokenizer.encode(s), source) for s in outputs], t.bos_id, t.eos_id)
     assert len(set(rec)) == 3
-    t.decoding.update(rerank="lexical", rerank_missing=0.0, rerank_unexplained=0.0, rerank_repeated=0.0)
+    t.defaults = replace(t.defaults, rerank="lexical", rerank_missing=0.0, rerank_unexplained=0.0,
+                         rerank_repeated=0.0)
     assert t.translate([nl], beam_size=3)[0].text == "x = 1"  # weight 0: the beam's order
-    t.decoding["rerank_reconstruction"] = 1000.0
+    t.defaults = replace(t.defaults, rerank_reconstruction=1000.0)
     assert t.translate([nl], beam_size=3)[0].text == outputs[max(range(3), key=rec.__getitem__)]
 
 
@@ -146,7 +148,7 @@ def test_reconstruction_without_a_reverse_model_fails_before_decoding(tmp_path, 
     for name in REVERSE_FILES:
         (reverse_export / name).unlink()
     t = Translator.from_pretrained(reverse_export, device="cpu")
-    t.decoding.update(rerank="lexical", rerank_reconstruction=0.5)
+    t.defaults = replace(t.defaults, rerank="lexical", rerank_reconstruction=0.5)
     with pytest.raises(ModelFileError, match="reverse model"):
         t.translate(["x"], beam_size=2)
 
@@ -162,7 +164,7 @@ def test_half_a_reverse_model_is_refused_naming_both_files(reverse_export):
 def test_reranked_batches_keep_every_input_in_its_place(reverse_export):
     """More inputs than one batch holds: each output is the one its input gets alone."""
     t = Translator.from_pretrained(reverse_export, device="cpu")
-    t.decoding.update(rerank="lexical", rerank_reconstruction=0.5)
+    t.defaults = replace(t.defaults, rerank="lexical", rerank_reconstruction=0.5)
     texts = [p["nl"] for p in synthetic_pairs(7, seed=5)]
     together = t.translate(texts, beam_size=3, max_len_b=6, batch_size=2)
     alone = [t.translate([x], beam_size=3, max_len_b=6)[0] for x in texts]
