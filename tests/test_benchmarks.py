@@ -147,7 +147,7 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     """`python -m benchmarks --quick`: the smoke run that keeps the benchmarks from rotting."""
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     for key in ("train_tok_s", "torch_transformer_tok_s", "train_speedup_vs_torch", "mfu", "peak_flops",
