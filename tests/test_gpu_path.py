@@ -20,7 +20,7 @@ from nmt.flops import train_step_flops
 from nmt.layout import TrainLayout as Paths
 from nmt.model import Transformer
 from nmt.params import params_from_dict
-from nmt.stages.train import train
+from nmt.stages.train import train as train_model
 from nmt.training import loop as loop_module
 from nmt.training import resume
 from nmt.training import step as step_module
@@ -48,7 +48,7 @@ def tiny_params(**train) -> Params:
 
 def train_tiny(tokenized: Path, out: Path, **train) -> dict:
     paths = Paths(data=tokenized, models=out / "models", metrics=out / "metrics", plots=out / "plots")
-    return train(tiny_params(**train), paths)
+    return train_model(tiny_params(**train), paths)
 
 
 def assert_trained(out: Path, summary: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nmt.retrieval import RetrievalBaseline, words
+from nmt.retrieval import RetrievalBaseline, terms
 
 NL = [
     "define the function strip_tags with an argument value.",
@@ -23,8 +23,8 @@ def rb() -> RetrievalBaseline:
     return RetrievalBaseline().fit(NL, CODE)
 
 
-def test_words_lowercase_and_split_identifiers() -> None:
-    assert words("Call strip_tags(Value), 2x!") == ["call", "strip", "tags", "value", "2x"]
+def test_terms_lowercase_and_split_identifiers() -> None:
+    assert terms("Call strip_tags(Value), 2x!") == ["call", "strip", "tags", "value", "2x"]
 
 
 def test_identical_description_returns_its_code(rb: RetrievalBaseline) -> None:
