@@ -34,6 +34,9 @@ METRIC_FILES = {"train": Path("metrics/train.json"), "eval": Path("metrics/eval.
                 "reverse": Path("models/reverse/train.json")}
 RUN_FILES = {"train": Path("models/train_run.json"), "reverse": Path("models/reverse/train_run.json")}
 CURVE = Path("metrics/train_curve.csv")
+# What `dvc exp run` itself rewrites (the recipe's params, the stages' committed outputs): not a sign
+# that the code differed from the commit.
+EXPERIMENT_WRITES = (":!params.yaml", ":!dvc.lock", ":!metrics", ":!plots")
 
 
 def machine() -> dict[str, Any]:
@@ -91,7 +94,7 @@ def recipe_result(name: str, overrides: dict, command: list[str], wall_seconds: 
         "overrides": overrides,
         "command": command,
         "commit": git(root, "rev-parse", "HEAD"),
-        "dirty": bool(git(root, "status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *EXPERIMENT_WRITES)),
         "date": (today or dt.date.today()).isoformat(),
         "machine": machine(),
         "wall_seconds": {"dvc_exp_run": round(wall_seconds, 1), **stage_seconds},

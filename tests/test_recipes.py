@@ -12,7 +12,7 @@ from dvc.utils.hydra import apply_overrides, to_hydra_overrides
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmt import recipes
+from nmt import recipes, results
 from nmt.errors import ConfigError, DataError
 from nmt.params import describe, flatten, load_params
 
@@ -86,7 +86,8 @@ def _recipe_repo(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(REPO / "recipes", tmp_path / "recipes")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x"],
                    cwd=tmp_path, check=True)
     return tmp_path
 
@@ -98,6 +99,8 @@ def test_a_run_writes_the_result_file_with_measurements_apart_from_settings(tmp_
 
     def fake_dvc(argv):  # what the pipeline leaves behind: metrics files, a curve, a reverse model's record
         calls.append(argv)
+        with (root / "params.yaml").open("a") as f:  # dvc exp run sets the recipe's params in the workspace
+            f.write("# the experiment's params\n")
         (root / "metrics").mkdir()
         (root / "models/reverse").mkdir(parents=True)
         (root / "metrics/train.json").write_text(json.dumps({"best_dev_bleu": 60.5, "steps": 7000,
@@ -121,6 +124,9 @@ def test_a_run_writes_the_result_file_with_measurements_apart_from_settings(tmp_
     assert result["wall_seconds"]["train"] == 5000.0 and result["wall_seconds"]["reverse"] == 1500.0
     assert result["wall_seconds"]["dvc_exp_run"] >= 0 and result["machine"]["cores"] >= 1
     assert result["curve"] == [{"step": 1000.0, "dev_bleu": 40.5}, {"step": 2000.0, "dev_bleu": 55.0}]
+    assert result["dirty"] is False  # the recipe's params.yaml and the stages' outputs are the run, not a change
+    (root / "recipes" / "django.yaml").write_text("# edited\n")  # the code (here: the recipe) is not the commit's
+    assert results.recipe_result("django", {}, [], 1.0, root)["dirty"] is True
 
 
 def test_a_failed_run_writes_no_result_file(tmp_path, monkeypatch, capsys):
