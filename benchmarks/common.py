@@ -66,14 +66,9 @@ def describe_device(device: torch.device) -> str:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from nmt.results import installed_versions
 
     out = {"python": platform.python_version(), "torch": torch.__version__}
     if torch.version.cuda:
         out["cuda"] = torch.version.cuda
-    for package in ("tiktoken", "transformers"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
+    return out | installed_versions(("tiktoken", "transformers"))

@@ -44,7 +44,13 @@ def machine() -> dict[str, Any]:
     from nmt.tracking.provenance import cpu_model
 
     out: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
-    for package in ("torch", "tiktoken", "transformers"):
+    return out | installed_versions(("torch", "tiktoken", "transformers"))
+
+
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each of ``packages`` that is installed (the benchmarks' record too)."""
+    out = {}
+    for package in packages:
         try:
             out[package] = version(package)
         except PackageNotFoundError:
