@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python3 -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django test bench ablation report fuzz ui serve lock clean
+.PHONY: install repro django test bench ablation report fuzz ui serve demo lock clean
 
 install: $(STAMP)
 
@@ -24,6 +24,7 @@ repro: install  ## run (or bring up to date) the whole DVC pipeline, then show i
 # `make django EXP_ARGS=-f` runs it again (overwriting the experiment); any `dvc exp run` option fits.
 EXP_ARGS ?=
 BENCH_ARGS ?=
+DEMO_ARGS ?=
 django: install  ## the Django recipe (recipes/django.yaml) as the DVC experiment `django`, then its metrics
 	$(BIN)/python -m nmt.recipes django --run $(EXP_ARGS)
 	$(BIN)/dvc metrics show
@@ -49,6 +50,9 @@ ui: install  ## MLflow UI on 127.0.0.1:5000, opening on this project's runs (pri
 serve: install  ## serve the registered champion model on 127.0.0.1:5001 (POST /invocations)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 	$(BIN)/mlflow models serve -m models:/nmt-text2code@champion --env-manager local -h 127.0.0.1 -p 5001
+
+demo: install  ## a web page on 127.0.0.1:7860 (DEMO_ARGS=--port ...): n-best code lines beside the retrieval baseline
+	$(BIN)/nmt demo --model models/export --port 7860 $(DEMO_ARGS)
 
 lock:  ## re-pin constraints.txt from the current .venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==.*/torch==2.13.0/' > constraints.txt

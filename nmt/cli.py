@@ -330,6 +330,26 @@ def ui(
     serve_ui(url, name, host, port, open_browser)
 
 
+@app.command()
+def demo(
+    model: Annotated[Path, typer.Option("--model", "-m", help="exported model directory")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port on 127.0.0.1 to serve the page on")] = 7860,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", show_default=False, dir_okay=False,
+        help="training pairs (JSON lines, nl and code) the retrieval baseline searches; default: the model's "
+             "retrieval.jsonl.gz (written by the export stage), else data/raw/train.jsonl")] = None,
+    n_best: Annotated[int, typer.Option("--n-best", min=1, help="code lines shown per description")] = 5,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Serve a web page on 127.0.0.1: a description in; the n-best code lines with scores, the retrieval
+    baseline's answer, and the description words the best line reuses, out."""
+    from nmt.demo import serve
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    serve(model, port, pairs, device, n_best)
+
+
 def _experiment_name(params: Path) -> str:
     from nmt.params import load_params
 

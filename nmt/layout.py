@@ -78,6 +78,7 @@ class ExportLayout:
     reverse_weights: Path = REVERSE.best_weights  # absent when reverse.max_steps is 0
     reverse_config: Path = REVERSE.best_config
     data_stats: Path = RAW / "stats.json"
+    train_pairs: Path = RAW / "train.jsonl"  # the retrieval baseline's pairs, carried for `nmt demo`
     train_metrics: Path = Path("metrics/train.json")
     train_facts: Path = Path("models/train_run.json")
     eval_metrics: Path = Path("metrics/eval.json")

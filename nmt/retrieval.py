@@ -15,19 +15,31 @@ lowest training index. An inverted index makes each query cost only the postings
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 _WORD = re.compile(r"[^\W_]+")
+# The training pairs the baseline searches, as an exported model directory carries them (the export
+# stage writes it; `nmt demo` reads it): gzipped JSON lines {"nl", "code"}.
+PAIRS_FILE = "retrieval.jsonl.gz"
 
 
 def terms(text: str) -> list[str]:
     """Lowercase letter/digit runs of ``text``."""
     return _WORD.findall(text.lower())
+
+
+def pairs_bytes(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """``pairs`` as :data:`PAIRS_FILE`'s bytes: the same pairs give the same bytes (no gzip timestamp),
+    so DVC sees an unchanged export as unchanged."""
+    lines = "".join(json.dumps({"nl": nl, "code": code}, ensure_ascii=False) + "\n" for nl, code in pairs)
+    return gzip.compress(lines.encode("utf-8"), mtime=0)
 
 
 class RetrievalBaseline:

@@ -21,6 +21,7 @@ def test_repro_writes_every_declared_output(pipeline_repo):
                  "data/eval/predictions.jsonl", "plots/examples.md", "plots/examples.png",
                  "models/export/model.safetensors", "models/export/config.json",
                  "models/export/tokenizer.json", "models/export/README.md", "models/export/lexicon.json",
+                 "models/export/retrieval.jsonl.gz",
                  "data/tokenized/lexicon.json", "models/reverse/README.md", "dvc.lock"]:
         assert (root / path).is_file(), path
     assert not (root / "models/export/reverse.safetensors").exists()  # reverse.max_steps is 0 by default

@@ -1,5 +1,8 @@
 """The export stage: a self-contained model directory that `Translator.from_pretrained` loads.
 
+It also carries the training pairs (``retrieval.jsonl.gz``) so that `nmt demo` can show the
+retrieval baseline's answer beside the model's.
+
 Its config.json is the trained model's plus a ``"decoding"`` object: the evaluate stage's beam
 size, length penalty, output length limits and reranking, which `nmt generate`, `nmt evaluate` and
 `Translator.translate` use for every option their caller leaves out, so the directory is scored as
@@ -15,12 +18,14 @@ from pathlib import Path
 
 from nmt.checkpoint import read_model_config
 from nmt.config import Params
+from nmt.data.pairs import iter_jsonl
 from nmt.decoding.rerank import LEXICON_FILE
 from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import REVERSE_FILES
-from nmt.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from nmt.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from nmt.layout import ExportLayout
 from nmt.params import to_dict
+from nmt.retrieval import PAIRS_FILE, pairs_bytes
 from nmt.tracking.registry import log_and_register_model
 from nmt.tracking.run import Run
 
@@ -89,6 +94,7 @@ def export(params: Params, paths: ExportLayout = ExportLayout()) -> Path:
     atomic_write_json(paths.out / "config.json", raw_config)
     _copy(paths.tokenizer, paths.out / "tokenizer.json")
     _copy(paths.lexicon, paths.out / LEXICON_FILE)
+    atomic_write_bytes(paths.out / PAIRS_FILE, pairs_bytes((r["nl"], r["code"]) for r in iter_jsonl(paths.train_pairs)))
     reverse = (paths.reverse_weights, paths.reverse_config)
     for src, name in zip(reverse, REVERSE_FILES):
         if all(p.is_file() for p in reverse):
