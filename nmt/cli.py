@@ -230,6 +230,22 @@ def evaluate(
 
 
 @app.command()
+def pull(
+    targets: Annotated[Optional[list[str]], typer.Argument(
+        help="outputs or stages to fetch, e.g. models/export (default: every output of dvc.lock)")] = None,
+    remote: Annotated[Optional[str], typer.Option("--remote", "-r", help="DVC remote (default: the default remote)")] = None,
+) -> None:
+    """`dvc pull` with the remote checked first: fetch the pipeline's outputs instead of building them."""
+    from nmt.dvc import DvcError
+    from nmt.dvc import pull as dvc_pull
+
+    try:
+        print(dvc_pull(targets or [], remote), end="")
+    except DvcError as e:
+        fail(str(e), e.exit_code)
+
+
+@app.command()
 def train(params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml")) -> None:
     """Run the train stage outside DVC (reads data/tokenized, writes models/ and metrics/)."""
     from nmt.stages.runner import run_stage

@@ -120,16 +120,17 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="session")
-def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("pipeline")
+def build_pipeline_repo(root: Path, override: dict | None = None) -> dict:
+    """A git + DVC repo of this project at ``root``, on the TINY params (then ``override``), its
+    pipeline run once with `dvc repro` (outputs not committed). Returns the environment to run in."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("nmt", "pipeline"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root)
     inputs = root / "inputs"
     for split, n, seed in (("train", 120, 0), ("dev", 12, 1), ("test", 12, 2)):
         write_jsonl(inputs / f"{split}.jsonl", synthetic_pairs(n, seed))
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), override or {})
     params["data"]["jsonl"] = {s: f"inputs/{s}.jsonl" for s in ("train", "dev", "test")}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -142,6 +143,10 @@ def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-q", "-m", "pipeline"], root, env)
     run(["dvc", "repro"], root, env)
-    return root, env
+    return env
 
 
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("pipeline")
+    return root, build_pipeline_repo(root)

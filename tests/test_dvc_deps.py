@@ -56,3 +56,22 @@ def test_a_packages_lazy_attribute_counts_only_where_it_is_imported(tmp_path):
     (tmp_path / "pipeline" / "b.py").write_text("from nmt import Heavy\n")
     assert "nmt/heavy.py" not in deps.code_deps("pipeline.a", tmp_path)
     assert "nmt/heavy.py" in deps.code_deps("pipeline.b", tmp_path)
+
+
+def test_rewrite_leaves_the_artifacts_section_and_comments_as_they_are():
+    text = ("# the story\nstages:\n  export:\n    cmd: python3 -m pipeline.export\n    deps:\n      - models/best.json\n"
+            "      # the code it imports\n      - nmt/old.py\n    outs:\n      - models/export\n\n"
+            "# shipped by name\nartifacts:\n  nmt-text2code:   # the model\n    path: models/export\n    type: model\n"
+            "    labels: [pytorch]\n")
+    new = deps.rewrite(text, {"export": ["nmt/a.py"]})
+    assert new == text.replace("nmt/old.py", "nmt/a.py")
+
+
+def test_writing_the_deps_leaves_the_committed_dvc_yaml_byte_identical():
+    """`python -m nmt.stages.deps --write` on the committed dvc.yaml: a fixed point, artifacts and comments kept."""
+    text = (REPO / "dvc.yaml").read_text()
+    generated = {stage: deps.code_deps(entry, REPO) for stage, entry in deps.stage_entries(REPO).items()}
+    assert deps.rewrite(text, generated) == text
+    artifacts = yaml.safe_load(text)["artifacts"]
+    assert artifacts["nmt-text2code"]["path"] == "models/export" and artifacts["nmt-text2code"]["type"] == "model"
+    assert artifacts["text2code-pairs"]["path"] == "data/raw" and artifacts["text2code-pairs"]["type"] == "dataset"

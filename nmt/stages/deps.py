@@ -105,12 +105,18 @@ def is_code(dep: str) -> bool:
 
 
 def rewrite(text: str, generated: dict[str, list[str]]) -> str:
-    """dvc.yaml's text with each stage's code deps replaced by ``generated``, in place of the first one."""
+    """dvc.yaml's text with each stage's code deps replaced by ``generated``, in place of the first one.
+
+    Only the ``stages:`` section is touched: every other line (comments, ``plots:``, ``artifacts:``)
+    is copied as it is."""
     lines, out, stage, in_deps, written = text.splitlines(keepends=True), [], None, False, False
+    in_stages = False
     for line in lines:
-        if m := re.match(r"^  (\w+):\s*$", line):
+        if m := re.match(r"^([^\s#][^:]*):", line):  # a top-level key: stages, plots, artifacts, ...
+            in_stages, stage, in_deps = m[1] == "stages", None, False
+        elif in_stages and (m := re.match(r"^  (\w+):\s*$", line)):
             stage, in_deps, written = m[1], False, False
-        elif re.match(r"^    deps:\s*$", line):
+        elif in_stages and re.match(r"^    deps:\s*$", line):
             in_deps = True
         elif re.match(r"^    \w+:", line):
             in_deps = False
