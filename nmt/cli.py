@@ -37,10 +37,15 @@ RerankOpt = Annotated[Optional[str], typer.Option(
 PrefixOpt = Annotated[Optional[bool], typer.Option(
     "--literal-prefixes/--no-literal-prefixes", show_default=False,
     help=f"put r (b) on a literal the description calls a raw (bytes) string{MODEL_DEFAULT}off")]
+GrammarOpt = Annotated[Optional[bool], typer.Option(
+    "--grammar/--no-grammar", show_default=False,
+    help=f"beam search: keep only hypotheses that can still become valid Python (nmt/decoding/grammar.py)"
+         f"{MODEL_DEFAULT}off")]
 # The command line's name of each DecodeSettings field: its checks' messages name the flag.
 FLAGS = {"beam_size": "--beam", "n_best": "--n-best", "max_len_a": "--max-len-a", "max_len_b": "--max-len",
          "length_penalty": "--length-penalty", "temperature": "--temperature", "top_k": "--top-k",
-         "top_p": "--top-p", "rerank": "--rerank", "literal_prefixes": "--literal-prefixes"}
+         "top_p": "--top-p", "rerank": "--rerank", "literal_prefixes": "--literal-prefixes",
+         "grammar": "--grammar"}
 
 
 def _settings(translator, sample: bool = False, **given):
@@ -158,6 +163,7 @@ def generate(
     length_penalty: LpOpt = None,
     rerank: RerankOpt = None,
     literal_prefixes: PrefixOpt = None,
+    grammar: GrammarOpt = None,
     device: DeviceOpt = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="an input too long for the model is an error (exit 2), "
                                                           "not truncated with a warning")] = False,
@@ -173,7 +179,8 @@ def generate(
         translator = _load(model, device)
         settings = _settings(translator, sample, beam_size=beam, n_best=n_best, max_len_a=max_len_a,
                              max_len_b=max_len, length_penalty=length_penalty, temperature=temperature,
-                             top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes)
+                             top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes,
+                             grammar=grammar)
         with _progress(len(inputs.texts)) as bar:
             results = translator.translate(inputs.texts, settings, batch_size=batch_size, seed=seed, strict=strict,
                                            on_batch=bar.update)
@@ -199,6 +206,7 @@ def evaluate(
     length_penalty: LpOpt = None,
     rerank: RerankOpt = None,
     literal_prefixes: PrefixOpt = None,
+    grammar: GrammarOpt = None,
     language: Annotated[str, typer.Option(help="python (adds syntax_valid), java or unknown")] = "python",
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 64,
@@ -218,7 +226,8 @@ def evaluate(
             fail(f"{data}: no pairs to evaluate")
         translator = _load(model, device)
         settings = _settings(translator, beam_size=beam, max_len_a=max_len_a, max_len_b=max_len,
-                             length_penalty=length_penalty, rerank=rerank, literal_prefixes=literal_prefixes)
+                             length_penalty=length_penalty, rerank=rerank, literal_prefixes=literal_prefixes,
+                             grammar=grammar)
         translations = translator.translate([r["nl"] for r in rows], settings, batch_size=batch_size)
     except NmtError as e:
         fail(str(e), e.exit_code)

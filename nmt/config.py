@@ -244,6 +244,8 @@ class EvaluateConfig:
                                             "reverse model (needs reverse.max_steps > 0; 0 = off)", *non_negative)
     literal_prefixes: bool = opt(True, "give a literal that the description calls a raw string (bytes string) "
                                         "its r (b) prefix when the output lacks one")
+    grammar: bool = opt(False, "beam search keeps only hypotheses that can still become valid Python: none ends "
+                               "unless it parses, none closes a bracket it did not open (nmt/decoding/grammar.py)")
     batch_size: int = opt(64, "sources decoded together", *positive)
     n_examples: int = opt(6, "rows of the example table (fixed sample of the test split)", *non_negative)
 
@@ -251,7 +253,7 @@ class EvaluateConfig:
 # The evaluate options that say how to decode: the export records them (config.json "decoding"),
 # and `nmt generate` / `nmt evaluate` use them unless told otherwise.
 DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank", "rerank_missing",
-                 "rerank_unexplained", "rerank_repeated", "rerank_reconstruction", "literal_prefixes")
+                 "rerank_unexplained", "rerank_repeated", "rerank_reconstruction", "literal_prefixes", "grammar")
 
 
 # --------------------------------------------------------------------------- export / mlflow

@@ -38,7 +38,7 @@ def fake_beam(monkeypatch, tiny_export):
     texts = ["return (", "print ( x", "return x", "x = 1"]
     calls = []
 
-    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
+    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best, constraint=None):
         calls.append(n_best)
         hyps = [Hypothesis(t.tokenizer.encode(s), -0.1 * (i + 1)) for i, s in enumerate(texts)]
         return [hyps[:n_best] for _ in range(src.size(0))]
@@ -65,7 +65,7 @@ def test_rerank_judges_the_restored_text(monkeypatch, tiny_export):
     t.tokenizer.string_placeholders = True
     outputs = ["f ( '_STR:0_' )", 'f ( "_STR:0_" )']
 
-    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
+    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best, constraint=None):
         return [[Hypothesis(t.tokenizer.encode(s), -i) for i, s in enumerate(outputs)][:n_best]]
 
     monkeypatch.setattr(search_module, "beam_search", beam_search)
@@ -95,7 +95,7 @@ def test_an_export_without_decoding_defaults_decodes_as_before(tiny_export):
     assert BUILTIN_SETTINGS.recorded() == {
         "beam_size": 1, "length_penalty": 0.6, "max_len_a": 0.0, "max_len_b": 200, "rerank": "none",
         "rerank_missing": 2.0, "rerank_unexplained": 1.0, "rerank_repeated": 2.0, "rerank_reconstruction": 0.0,
-        "literal_prefixes": False}
+        "literal_prefixes": False, "grammar": False}
 
 
 def test_nmt_evaluate_uses_the_exports_decoding_unless_told_otherwise(tiny_export, tmp_path):

@@ -106,7 +106,7 @@ def test_translate_reranks_by_the_description_with_the_exported_lexicon(monkeypa
     t = Translator.from_pretrained(lexical_export, device="cpu")
     outputs = ["end += 1", "level += 1"]
 
-    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
+    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best, constraint=None):
         return [[Hypothesis(t.tokenizer.encode(s), -0.1 * (i + 1)) for i, s in enumerate(outputs)][:n_best]]
 
     monkeypatch.setattr(search_module, "beam_search", beam_search)
@@ -119,7 +119,7 @@ def test_literal_prefixes_reach_the_output_and_the_reranker(monkeypatch, tiny_ex
     t = Translator.from_pretrained(tiny_export, device="cpu")
     output = "x = 'a'"
 
-    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
+    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best, constraint=None):
         return [[Hypothesis(t.tokenizer.encode(output), -0.1)]]
 
     monkeypatch.setattr(search_module, "beam_search", beam_search)

@@ -129,7 +129,7 @@ def test_translate_adds_the_weighted_reconstruction_score(monkeypatch, reverse_e
     assert t.reverse is not None and not t.reverse.training
     outputs = ["x = 1", "y = 2", "z = 3"]
 
-    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best):
+    def beam_search(model, src, src_mask, bos_id, eos_id, max_len, beam_size, alpha, n_best, constraint=None):
         return [[Hypothesis(t.tokenizer.encode(s), -0.01 * i) for i, s in enumerate(outputs)][:n_best]]
 
     monkeypatch.setattr(search_module, "beam_search", beam_search)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ class Hypothesis:
     tokens: list[int]
     # length-normalised log-probability (beam) or summed log-probability (greedy, sampling)
     score: float
+    parses: bool = True  # False: a beam search constraint refused to end it here (nmt.decoding.grammar)
 
 
 # Next-token scores (b, V) (logits or log-probabilities) -> chosen token ids (b,) and their log-probabilities (b,).
@@ -204,6 +205,16 @@ def length_penalty(length: int, alpha: float) -> float:
         return float("inf")
 
 
+class Constraint(Protocol):
+    """What beam search asks before it keeps an extension (:mod:`nmt.decoding.grammar`)."""
+
+    def checks(self, token: int) -> bool:
+        """False when appending ``token`` to an allowed prefix is always allowed (skips :meth:`allows`)."""
+
+    def allows(self, source: int, tokens: list[int], final: bool) -> bool:
+        """Whether hypothesis ``tokens`` of batch source ``source`` may grow (``final``: may end)."""
+
+
 @dataclass
 class _Beams:
     """The live state of a batched beam search: B x K rows, those of finished sources dropped."""
@@ -228,6 +239,7 @@ def beam_search(
     beam_size: int = 4,
     alpha: float = 0.6,
     n_best: int = 1,
+    constraint: Constraint | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search; (B, S) sources -> for each, its ``n_best`` hypotheses, best first.
 
@@ -237,6 +249,11 @@ def beam_search(
     hypotheses and none of its live beams can still beat the worst of them: a live beam's
     log-probability only falls as it grows, so its best possible final score is
     ``logp / lp(max_len)`` when ``alpha >= 0``.
+
+    A ``constraint`` (:class:`Constraint`, e.g. :class:`nmt.decoding.grammar.PythonLineConstraint`)
+    vets extensions as they are scanned: a live one it refuses is skipped and the next takes its
+    slot; an ended one it refuses is kept with ``parses=False``, after every one that parses (the
+    first dropped when more than K end), so a source always gets its ``n_best`` hypotheses.
     """
     if beam_size < 1 or n_best < 1 or n_best > beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
@@ -264,7 +281,7 @@ def beam_search(
         # The scan is plain Python over lists: indexing tensors element by element here cost more
         # than the decoder step itself. Dead slots keep beam 0, token 0 and -inf.
         rows = [_scan_source(finished[s], state.history, i, K, lps, beams, toks, eos_id, step + 1, alpha, last_step,
-                             n_best, best_bound)
+                             n_best, best_bound, constraint, s)
                 for i, (s, lps, beams, toks) in enumerate(zip(state.sources, top_logp.tolist(),
                                                               (top_idx // V).tolist(), (top_idx % V).tolist()))]
         done = [row[3] for row in rows]
@@ -276,10 +293,12 @@ def beam_search(
 
 def _scan_source(finished: list[Hypothesis], history: torch.Tensor, i: int, K: int, lps: list[float],
                  beams: list[int], toks: list[int], eos_id: int, length: int, alpha: float, last_step: bool,
-                 n_best: int, best_bound: float) -> tuple[list[int], list[int], list[float], bool]:
+                 n_best: int, best_bound: float, constraint: Constraint | None = None,
+                 source: int = 0) -> tuple[list[int], list[int], list[float], bool]:
     """Source i's 2K best extensions, in order: finished ones kept (if among the first K), the
-    first K others as its new beams. Returns (beam, token, log-probability) per new beam and
-    whether the source is done."""
+    first K others as its new beams; those ``constraint`` refuses are skipped (``source``: the
+    source's index in the batch, for the constraint). Returns (beam, token, log-probability) per
+    new beam and whether the source is done."""
     new_beam, new_tok, new_logp = [0] * K, [0] * K, [float("-inf")] * K
     n_live = 0
     for rank, (lp, beam, tok) in enumerate(zip(lps, beams, toks)):
@@ -288,16 +307,22 @@ def _scan_source(finished: list[Hypothesis], history: torch.Tensor, i: int, K: i
         if tok == eos_id or last_step:
             if rank < K:
                 seq = history[i * K + beam].tolist() + ([] if tok == eos_id else [tok])
-                finished.append(Hypothesis(seq, lp / length_penalty(length, alpha)))
+                parses = constraint is None or constraint.allows(source, seq, final=True)
+                finished.append(Hypothesis(seq, lp / length_penalty(length, alpha), parses))
             continue
+        if constraint is not None and n_live < K and constraint.checks(tok):
+            if not constraint.allows(source, history[i * K + beam].tolist() + [tok], final=False):
+                continue
         if n_live < K:
             new_beam[n_live], new_tok[n_live], new_logp[n_live] = beam, tok, lp
             n_live += 1
-    finished.sort(key=lambda h: -h.score)
+    # Lines that parse first, so those that do not are the first to go when more than K end; the
+    # stopping test still looks at every ended line, so the search takes as long as unconstrained.
+    finished.sort(key=lambda h: (not h.parses, -h.score))
     del finished[K:]
     done = False
     if len(finished) >= n_best:
-        worst_kept = finished[n_best - 1].score
+        worst_kept = sorted(h.score for h in finished)[-n_best]
         done = last_step or max(new_logp) / best_bound <= worst_kept
     return new_beam, new_tok, new_logp, done or last_step or n_live == 0
 
@@ -323,10 +348,12 @@ def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bo
 
 
 def decode(model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, bos_id: int, eos_id: int,
-           settings: DecodeSettings, generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+           settings: DecodeSettings, generator: torch.Generator | None = None,
+           constraint: Constraint | None = None) -> list[list[Hypothesis]]:
     """Each source's hypotheses, best first, by the search ``settings`` name: sampling, greedy
-    (``beam_size`` 1) or beam search (the whole beam when reranking will choose among it).
-    The one place that choice is made: the translator and dev evaluation both decode here."""
+    (``beam_size`` 1) or beam search (the whole beam when reranking will choose among it; with
+    ``constraint`` vetting its extensions). The one place that choice is made: the translator and
+    dev evaluation both decode here."""
     max_len = length_limit(src.size(1), settings.max_len_a, settings.max_len_b)
     args = (model, src, src_mask, bos_id, eos_id, max_len)
     if settings.sample:
@@ -336,4 +363,4 @@ def decode(model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, bos_id
     if settings.beam_size == 1:
         return [[h] for h in greedy(*args)]
     return beam_search(*args, beam_size=settings.beam_size, alpha=settings.length_penalty,
-                       n_best=settings.decodes_n_best)
+                       n_best=settings.decodes_n_best, constraint=constraint)

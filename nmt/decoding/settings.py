@@ -47,6 +47,7 @@ class DecodeSettings:
     rerank_repeated: float = 0.0
     rerank_reconstruction: float = 0.0  # weight of the reverse model's log P(description | hypothesis)
     literal_prefixes: bool = False  # r / b on a literal the description calls a raw / bytes string
+    grammar: bool = False  # beam search keeps only hypotheses that can still parse (nmt.decoding.grammar)
 
     @classmethod
     def from_config(cls, cfg: EvaluateConfig) -> DecodeSettings:

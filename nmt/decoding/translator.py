@@ -25,6 +25,7 @@ import torch
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
 from nmt.config import EvaluateConfig
+from nmt.decoding.grammar import PythonLineConstraint
 from nmt.decoding.reconstruction import reconstruction_scores
 from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
 from nmt.decoding.search import Hypothesis, decode
@@ -149,7 +150,7 @@ class Translator:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             src = pad([sources[i] for i in chunk], self.model.pad_id).to(self.device)
-            found = self._decode(src, settings, generator)
+            found = self._decode(src, settings, generator, [masked[i] for i in chunk])
             rec = self._reconstruction(found, [encoded[i] for i in chunk]) if settings.reconstructs else None
             for k, (i, hyps) in enumerate(zip(chunk, found)):
                 results[i] = self._finish(texts[i], masked[i], hyps, None if rec is None else rec[k],
@@ -202,9 +203,12 @@ class Translator:
             start += len(hyps)
         return out
 
-    def _decode(self, src: torch.Tensor, s: DecodeSettings,
-                generator: torch.Generator | None) -> list[list[Hypothesis]]:
-        return decode(self.model, src, src != self.model.pad_id, self.bos_id, self.eos_id, s, generator)
+    def _decode(self, src: torch.Tensor, s: DecodeSettings, generator: torch.Generator | None,
+                masked: list[Masked | None]) -> list[list[Hypothesis]]:
+        constraint = None
+        if s.grammar and s.beam_size > 1 and not s.sample:  # the literals of each source, to parse its lines
+            constraint = PythonLineConstraint(self.tokenizer, [[] if m is None else m.literals for m in masked])
+        return decode(self.model, src, src != self.model.pad_id, self.bos_id, self.eos_id, s, generator, constraint)
 
 
 def _refuse_long(encoded: list[list[int]], limit: int) -> None:
