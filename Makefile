@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python3 -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django test bench ablation report fuzz ui serve demo lock clean
+.PHONY: install repro django sweep test bench ablation report fuzz ui serve demo lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ DEMO_ARGS ?=
 django: install  ## the Django recipe (recipes/django.yaml) as the DVC experiment `django`, then its metrics
 	$(BIN)/python -m nmt.recipes django --run $(EXP_ARGS)
 	$(BIN)/dvc metrics show
+
+# `make sweep SWEEP='train.lr=1e-3,2e-3,4e-3 train.max_steps=300' JOBS=2`: one queued DVC experiment per
+# point (python -m nmt.sweep), then DVC's queue runs them JOBS at a time; `dvc exp show` lists them.
+SWEEP ?=
+JOBS ?= 2
+sweep: install  ## queue SWEEP's points as DVC experiments and start the queue (JOBS at a time)
+	@test -n "$(SWEEP)" || { echo "error: set SWEEP, e.g. make sweep SWEEP='train.lr=1e-3,2e-3 train.max_steps=300'" >&2; exit 2; }
+	$(BIN)/python -m nmt.sweep $(SWEEP) --queue
+	$(BIN)/dvc queue start --jobs $(JOBS)
 
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q

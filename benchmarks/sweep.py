@@ -1,6 +1,9 @@
-"""Run variants of a recipe side by side, outside DVC, and tabulate their dev/test scores.
+"""Run variants of a recipe side by side where DVC is not installed: the lent GPU machine.
 
-A tuning tool for a machine with spare capacity (a GPU runs several small trainings at once)::
+Sweeps are DVC's experiment queue (``python -m nmt.sweep``, README "Sweeps"). What DVC cannot do is
+run where it is not installed: the GPU machine lent for one-off checks gets a copy of the working
+tree and torch, not this project's venv (no DVC, no MLflow) and no network to install them, so
+``benchmarks/gpu_sweep.sh`` runs its sweeps through this module. It does nothing else::
 
     python -m benchmarks.sweep django --jobs 4 --out sweep.json \\
         --set train.device=cuda \\
@@ -11,8 +14,8 @@ A tuning tool for a machine with spare capacity (a GPU runs several small traini
 Each variant gets a directory ``<root>/<name>`` holding a params.yaml (params.yaml, then the
 recipe, then every ``--set``, then the variant's own ``key=value`` overrides; validated like any
 params.yaml) and links to this checkout's ``nmt`` and ``pipeline``, and runs the download,
-tokenize, train and evaluate stages there with MLflow off. DVC is not needed, so this also runs
-where only torch is installed. Variants run ``--jobs`` at a time; the table prints as each ends.
+tokenize, train and evaluate stages there with MLflow off. Variants run ``--jobs`` at a time; the
+table prints as each ends.
 """
 
 from __future__ import annotations

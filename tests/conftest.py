@@ -120,23 +120,32 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+# What a DVC repo's commands need: this venv first on PATH, no analytics, a git identity.
+REPO_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def tiny_pipeline(root: Path, sizes: tuple[int, int, int] = (120, 12, 12), override: dict | None = None) -> dict:
+    """The code, dvc.yaml and synthetic inputs/ of a tiny pipeline in ``root``; its params (TINY,
+    then ``override``), unwritten."""
+    for name in ("nmt", "pipeline"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    for split, n, seed in zip(("train", "dev", "test"), sizes, (0, 1, 2)):
+        write_jsonl(root / "inputs" / f"{split}.jsonl", synthetic_pairs(n, seed))
+    params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), override or {})
+    params["data"]["jsonl"] = {s: f"inputs/{s}.jsonl" for s in ("train", "dev", "test")}
+    return params
+
+
 def build_pipeline_repo(root: Path, override: dict | None = None) -> dict:
     """A git + DVC repo of this project at ``root``, on the TINY params (then ``override``), its
     pipeline run once with `dvc repro` (outputs not committed). Returns the environment to run in."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("nmt", "pipeline"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root)
-    inputs = root / "inputs"
-    for split, n, seed in (("train", 120, 0), ("dev", 12, 1), ("test", 12, 2)):
-        write_jsonl(inputs / f"{split}.jsonl", synthetic_pairs(n, seed))
-    params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), override or {})
-    params["data"]["jsonl"] = {s: f"inputs/{s}.jsonl" for s in ("train", "dev", "test")}
+    params = tiny_pipeline(root, override=override)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {**os.environ, **REPO_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)

@@ -10,7 +10,7 @@ from .conftest import REPO
 # Layer of each part of nmt/: a module may import its own layer and those below, never above.
 FOUNDATIONS = 0  # the top-level modules (config, tokenizer, model, ...)
 LAYERS = {"data": 1, "decoding": 2, "tracking": 3, "training": 4, "stages": 5}
-ENTRY_POINTS = {"cli", "demo", "recipes", "report", "results", "quality_gate", "dvc"}  # layer 6: commands
+ENTRY_POINTS = {"cli", "demo", "recipes", "sweep", "report", "results", "quality_gate", "dvc"}  # layer 6: commands
 TOP = 6
 
 

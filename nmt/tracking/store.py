@@ -14,6 +14,8 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nmt.errors import NmtError
@@ -22,6 +24,7 @@ from nmt.io import project_root
 # MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 REACH_TIMEOUT_S = 5.0
+SQLITE = "sqlite:///"
 
 
 class TrackingError(NmtError):
@@ -29,8 +32,23 @@ class TrackingError(NmtError):
 
 
 def tracking_uri(root: Path | None = None) -> str:
+    """The store's URI; a relative SQLite path is from the repository root (:func:`_anchored`)."""
     root = project_root() if root is None else root
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return _anchored(uri, root)
+
+
+def _anchored(uri: str, root: Path) -> str:
+    """``uri`` with a relative SQLite path made absolute from ``root``, the repository.
+
+    A queued or ``--temp`` DVC experiment runs its stages in a temporary copy of the repository
+    (.dvc/tmp/exps), deleted when it ends: read from the working directory, ``sqlite:///mlflow.db``
+    would be that copy's store and the run would be lost with it.
+    """
+    path = uri.removeprefix(SQLITE)
+    if uri.startswith(SQLITE) and path and not path.startswith(("/", ":memory:")):
+        return SQLITE + str((root / path).resolve())
+    return uri
 
 
 def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
@@ -78,6 +96,26 @@ def connect(root: Path) -> str:
     return uri
 
 
+@contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock (``<store>.lock``) while a SQLite store may be created or migrated.
+
+    Two training runs starting at once on a new store (``dvc queue start --jobs 2``) would both run
+    MLflow's schema migrations, and one would fail ("Online migration expected to match one row"),
+    or both create the experiment. Later writes wait on SQLite's own lock (MLflow's busy_timeout).
+    """
+    path = uri.removeprefix(SQLITE)
+    if not uri.startswith(SQLITE) or not path.startswith("/"):
+        yield
+        return
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
+
+
 def ensure_experiment(name: str, root: Path) -> str:
     """Create ``name`` (artifacts in ``root/mlartifacts``) if needed, tag it for the UI; return its id."""
     import mlflow
@@ -86,11 +124,12 @@ def ensure_experiment(name: str, root: Path) -> str:
     # builds on this module.
     from nmt.tracking.browse import VIEW_KEY, runs_view
 
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        experiment_id = mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
-    else:
-        experiment_id = experiment.experiment_id
+    with _creating(mlflow.get_tracking_uri()):
+        experiment = mlflow.get_experiment_by_name(name)  # the first touch creates (migrates) the store
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+        else:
+            experiment_id = experiment.experiment_id
     client = mlflow.MlflowClient()
     for key, value in {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(runs_view())}.items():
         client.set_experiment_tag(experiment_id, key, value)
