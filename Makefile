@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Stages run `python3 -m pipeline.<stage>`: put the venv first so that is our interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro django sweep test bench ablation report fuzz ui serve demo lock clean
+.PHONY: install repro django sweep test bench ablation report fuzz ui server serve demo lock clean
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ fuzz: install  ## the hypothesis fuzz tests (pytest -m fuzz) at 10,000 examples 
 
 ui: install  ## MLflow UI on 127.0.0.1:5000, opening on this project's runs (prints the URL)
 	$(BIN)/nmt ui --port 5000
+
+server: install  ## a shared MLflow tracking server on 127.0.0.1:5000 (sqlite, artifacts proxied) in mlflow-server/
+	mkdir -p mlflow-server
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow-server/mlflow.db \
+	    --artifacts-destination $(CURDIR)/mlflow-server/artifacts --host 127.0.0.1 --port 5000
 
 serve: install  ## serve the registered champion model on 127.0.0.1:5001 (POST /invocations)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \

@@ -344,14 +344,29 @@ def ui(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the runs page in a browser when one is available")] = True,
     params: Annotated[Path, typer.Option(help="parameters file")] = Path("params.yaml"),
 ) -> None:
-    """Start `mlflow ui` on this project's store, opening on the runs table of its experiment."""
+    """Start `mlflow ui` on this project's store, opening on the runs table of its experiment.
+
+    With MLFLOW_TRACKING_URI naming a tracking server, that server is the UI: print (and open) its
+    runs page instead of starting another.
+    """
     from nmt.tracking.browse import prepare_ui, serve_ui, ui_url
+    from nmt.tracking.store import connect, is_server, tracking_uri
 
     try:
         name = _experiment_name(params)
-        url = ui_url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, prepare_ui(name))
+        server = tracking_uri() if is_server(tracking_uri()) else None
+        if server:
+            connect(Path.cwd())  # a clear error when it does not answer
+        url = ui_url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, prepare_ui(name), base=server)
     except NmtError as e:
         fail(str(e), e.exit_code)
+    if server:
+        print(f"MLflow UI (the tracking server), experiment {name!r}: {url}", flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        return
     serve_ui(url, name, host, port, open_browser)
 
 

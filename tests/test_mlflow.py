@@ -80,6 +80,23 @@ def test_one_run_holds_params_tags_curves_system_metrics_evaluation_and_artifact
     assert table["columns"] == ["nl", "reference", "prediction", "baseline"] and len(table["data"]) == 12
 
 
+def test_the_run_has_its_train_selection_and_test_splits_as_dataset_inputs(pipeline_repo, monkeypatch):
+    from nmt.tracking.datasets import file_md5
+
+    root, _ = pipeline_repo
+    run = training_run(root, mlflow_client(root, monkeypatch))
+    found = {d.dataset.name: (d.dataset, {t.key: t.value for t in d.tags}) for d in run.inputs.dataset_inputs}
+    assert set(found) == {"jsonl-train", "jsonl-dev", "jsonl-test"}  # <data.source>-<split>: the Dataset column
+    for split, context, pairs in (("train", "training", 120), ("dev", "validation", 12), ("test", "test", 12)):
+        dataset, tags = found[f"jsonl-{split}"]
+        path = root / "data/tokenized" / f"{split}.safetensors"
+        assert dataset.digest == file_md5(path)  # the bytes it was trained on; DVC's own hash of the file
+        assert tags["mlflow.data.context"] == context and tags["path"] == f"data/tokenized/{split}.safetensors"
+        assert json.loads(dataset.source)["uri"] == str(path.resolve())
+        assert json.loads(dataset.profile)["num_rows"] == pairs
+        assert {c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]} == {"source_tokens", "target_tokens"}
+
+
 def test_experiment_opens_as_model_training_with_a_runs_view(pipeline_repo, monkeypatch):
     root, _ = pipeline_repo
     client = mlflow_client(root, monkeypatch)

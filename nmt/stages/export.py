@@ -115,8 +115,11 @@ def register(params: Params, paths: ExportLayout) -> None:
             return
         decode_defaults = DecodeSettings.from_config(params.evaluate).recorded()
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
-        result = log_and_register_model(paths.out, params.export.name, read_json(paths.train_metrics)["best_dev_bleu"],
-                                        read_json(paths.eval_metrics)["bleu"], decode_defaults)
+        select_bleu, test_bleu = read_json(paths.train_metrics)["best_dev_bleu"], read_json(paths.eval_metrics)["bleu"]
+        result = run.guarded("the model", lambda: log_and_register_model(
+            paths.out, params.export.name, select_bleu, test_bleu, decode_defaults))
+    if result is None:  # the store stopped answering and mlflow.required is false: warned already
+        return
     verdict = ("is the new champion" if result["promoted"] else
                f"stays behind champion v{result['champion_version']} "
                f"(selection-split BLEU {result['champion_select_bleu']:.2f})")

@@ -44,8 +44,10 @@ def runs_view() -> dict[str, Any]:
             "selectedColumns": ["attributes.`Source`", "attributes.`Models`", *columns]}
 
 
-def ui_url(host: str, port: int, experiment_id: str) -> str:
-    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+def ui_url(host: str, port: int, experiment_id: str, base: str | None = None) -> str:
+    """The runs page of ``experiment_id``: on a local `mlflow ui` at ``host:port``, or on the server at ``base``."""
+    base = (base or f"http://{host}:{port}").rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 
 
 RUN_COLUMNS = [  # (header, column of mlflow.search_runs)

@@ -10,19 +10,30 @@ experiment, so each side points at the other.
 ``nmt.tracking.store``, turns every call into a no-op when tracking is off (or unreachable and not
 required), and guards each write with :func:`signals_held` so Ctrl-C cannot leave a SQLite store
 locked. MLflow is imported lazily: it is slow to import and most commands never need it.
+
+**A tracking server that vanishes mid-run.** A write that fails because the server no longer
+answers (checked: an API error from a live server is raised as it is) marks the run *lost*: no
+more writes are tried in this process. With ``mlflow.required: true`` the owner stops at its next
+safe point (the training loop after the step, with a resume checkpoint; any stage at the end of
+its ``with`` block) with a :class:`TrackingError` naming the server; with ``required: false`` it
+warns once and goes on untracked. The run id is kept either way, so a resumed training, the
+evaluate and the export stages reopen the same run once the server answers again.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nmt.config import MlflowConfig
 from nmt.io import atomic_write_json, project_root, read_json
 from nmt.signals import signals_held
-from nmt.tracking.store import TrackingError, connect, ensure_experiment
+from nmt.tracking.store import TrackingError, answers, connect, ensure_experiment
+
+REASONS = ("Connection refused", "Read timed out", "Connection reset", "Name or service not known", "timed out")
 
 
 class Run:
@@ -33,12 +44,20 @@ class Run:
     run FAILED, by Ctrl-C or SIGTERM (KeyboardInterrupt, SystemExit) KILLED, else FINISHED.
     """
 
-    def __init__(self, run_id: str | None = None, experiment_id: str | None = None, uri: str | None = None):
-        self.run_id, self.experiment_id, self.uri = run_id, experiment_id, uri
+    def __init__(self, run_id: str | None = None, experiment_id: str | None = None, uri: str | None = None,
+                 required: bool = True):
+        self.run_id, self.experiment_id, self.uri, self.required = run_id, experiment_id, uri, required
+        self.lost: str | None = None  # what happened, once the store stopped answering (see the module doc)
 
     @property
     def enabled(self) -> bool:
-        return self.run_id is not None
+        """Writes go to MLflow: tracking is on and the store has not been lost."""
+        return self.run_id is not None and self.lost is None
+
+    @property
+    def must_stop(self) -> bool:
+        """The store was lost and ``mlflow.required`` says that is fatal: stop at the next safe point."""
+        return self.lost is not None and self.required
 
     @classmethod
     def start(cls, cfg: MlflowConfig, root: Path | None = None, run_name: str | None = None) -> "Run":
@@ -61,7 +80,7 @@ class Run:
         # Under `dvc exp run` the run is named after the DVC experiment, so the two read the same.
         run_name = run_name or os.environ.get("DVC_EXP_NAME") or None
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, log_system_metrics=cfg.system_metrics)
-        return cls(run.info.run_id, experiment_id, uri)
+        return cls(run.info.run_id, experiment_id, uri, cfg.required)
 
     @classmethod
     def resume(cls, run_file: Path, cfg: MlflowConfig, root: Path | None = None) -> "Run":
@@ -95,7 +114,7 @@ class Run:
                 raise
             print(f"warning: {e}; not logged to MLflow (mlflow.required is false)", file=sys.stderr)
             return cls()
-        return cls(run_id, run.info.experiment_id, uri)
+        return cls(run_id, run.info.experiment_id, uri, cfg.required)
 
     def write_run_file(self, path: Path) -> None:
         atomic_write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri})
@@ -106,49 +125,82 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.end("FINISHED")
+            if self.must_stop:
+                raise TrackingError(f"{self.lost}; start the server again and rerun the same command to log "
+                                    "into the same run, or set mlflow.required: false to go on without tracking")
         elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
             self.end("KILLED")
         else:
             self.end("FAILED")
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        if self.enabled:
-            import mlflow
+    def _write(self, what: str, write: Callable[[Any], object]) -> None:
+        """``write(mlflow)``, Ctrl-C held back; a store that stopped answering loses the run. Nothing when disabled."""
+        if not self.enabled:
+            return
+        import mlflow
+        from mlflow.exceptions import MlflowException
 
+        try:
             with signals_held():
-                mlflow.log_params(params)
+                write(mlflow)
+        except (MlflowException, OSError) as e:
+            # An API error of a live server (a bad value, a missing run) is a bug to report as it is.
+            if self.uri is None or answers(self.uri):
+                raise
+            self._lose(what, e)
+
+    def _lose(self, what: str, error: Exception) -> None:
+        text = str(error)
+        # MLflow's message nests urllib3's; the words that say what happened are enough.
+        reason = next((known for known in REASONS if known in text), text.splitlines()[0][:200])
+        self.lost = f"MLflow tracking store {self.uri} stopped answering while logging {what} to run {self.run_id} " \
+                    f"({reason})"
+        if not self.required:
+            print(f"warning: {self.lost}; going on without tracking (mlflow.required is false); the evaluate and "
+                  f"export stages log into the same run once the server answers again", file=sys.stderr)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._write("params", lambda mlflow: mlflow.log_params(params))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        if self.enabled:
-            import mlflow
-
-            with signals_held():
-                mlflow.set_tags({k: v for k, v in tags.items() if v not in ("", None)})
+        self._write("tags", lambda mlflow: mlflow.set_tags({k: v for k, v in tags.items() if v not in ("", None)}))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self.enabled:
-            import mlflow
+        self._write("metrics", lambda mlflow: mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
 
-            with signals_held():
-                mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def log_inputs(self, inputs: list[tuple[Any, str, dict[str, str]]]) -> None:
+        """Log datasets as the run's inputs: (mlflow.data Dataset, context, tags) each (``nmt.tracking.datasets``)."""
+        datasets, contexts, tags = (list(column) for column in zip(*inputs))
+        self._write("dataset inputs",
+                    lambda mlflow: mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled and Path(path).exists():
-            import mlflow
-
-            with signals_held():
-                mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        if Path(path).exists():
+            self._write(f"artifact {path}", lambda mlflow: mlflow.log_artifact(str(path), artifact_path=artifact_path))
 
     def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
-        if self.enabled:
-            import mlflow
+        self._write(f"table {artifact_file}",
+                    lambda mlflow: mlflow.log_table(data=columns, artifact_file=artifact_file))
 
-            with signals_held():
-                mlflow.log_table(data=columns, artifact_file=artifact_file)
+    def guarded(self, what: str, write: Callable[[], Any]) -> Any:
+        """``write()`` (some other MLflow call, e.g. registering a model) under this run's rules; None when lost."""
+        result = []
+        self._write(what, lambda mlflow: result.append(write()))
+        return result[0] if result else None
 
     def end(self, status: str = "FINISHED") -> None:
-        if self.enabled:
-            import mlflow
+        if self.run_id is None:
+            return
+        if self.lost is None:
+            self._write("the run's end", lambda mlflow: mlflow.end_run(status=status))
+            return
+        import mlflow
+        from mlflow.exceptions import MlflowException
 
+        # The store is gone: end_run still drops the run from this process's active runs (and its
+        # system-metrics thread), then fails to tell the server; it stays RUNNING there until reopened.
+        try:
             with signals_held():
                 mlflow.end_run(status=status)
+        except (MlflowException, OSError):
+            pass

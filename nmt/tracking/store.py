@@ -1,9 +1,12 @@
 """Which MLflow store the project talks to, and getting MLflow pointed at it.
 
 The store is ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` at the repository
-root; artifacts of experiments created here go to ``mlartifacts/`` beside it. Every other tracking
-module (the run, the registry, browsing runs) goes through :func:`connect` or :func:`_set_store`,
-so the choice of store and the fail-fast rules for a dead server live in this one place.
+root. With a local store (sqlite, a file path) artifacts of experiments created here go to
+``mlartifacts/`` beside it; with a tracking server (``http(s)://``, a team's shared ``mlflow
+server``) the server decides where they go, and by default proxies them (``mlflow-artifacts:/``),
+so nothing of a run lands on the client's disk. Every other tracking module (the run, the
+registry, browsing runs) goes through :func:`connect` or :func:`_set_store`, so the choice of
+store and the fail-fast rules for a dead server live in this one place.
 
 MLflow is imported lazily: it is slow to import and most commands never need it.
 """
@@ -25,6 +28,11 @@ from nmt.io import project_root
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 REACH_TIMEOUT_S = 5.0
 SQLITE = "sqlite:///"
+# A dead server must be noticed in seconds: each request waits at most REACH_TIMEOUT_S for a socket
+# and is retried twice (after 0 s, then 2 s), not MLflow's default 7 retries over minutes. A blip
+# of a shared server (a restart, a 503) is still ridden out.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(REACH_TIMEOUT_S))}
 
 
 class TrackingError(NmtError):
@@ -51,13 +59,27 @@ def _anchored(uri: str, root: Path) -> str:
     return uri
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server over HTTP (shared, may vanish), not a local store created on first use."""
+    return uri.startswith(("http://", "https://"))
+
+
+def answers(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> bool:
+    """Whether ``uri`` can be used now: a local store always, a server when it answers HTTP at all."""
+    try:
+        check_reachable(uri, timeout_s)
+    except TrackingError:
+        return False
+    return True
+
+
 def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
     """Raise :class:`TrackingError` naming ``uri`` when an HTTP tracking server does not answer.
 
     Any HTTP answer counts as reachable; a refused connection or a timeout does not. Local stores
     (sqlite, file) are created on first use and need no check.
     """
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
@@ -73,9 +95,10 @@ def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
 
 
 def _quiet_http_retries() -> None:
-    # MLflow's HTTP client retries for minutes by default; a dead server must fail fast.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(REACH_TIMEOUT_S)))
+    # MLflow's HTTP client retries for minutes by default; a dead server must fail fast. A value
+    # the user set in the environment wins.
+    for key, value in HTTP_RETRIES.items():
+        os.environ.setdefault(key, value)
 
 
 def _set_store(root: Path) -> str:
@@ -117,7 +140,12 @@ def _creating(uri: str) -> Iterator[None]:
 
 
 def ensure_experiment(name: str, root: Path) -> str:
-    """Create ``name`` (artifacts in ``root/mlartifacts``) if needed, tag it for the UI; return its id."""
+    """Create ``name`` if needed, tag it for the UI; return its id.
+
+    In a local store its artifacts go to ``root/mlartifacts``. On a tracking server the server's
+    own default applies (its ``--artifacts-destination``, proxied): a path on this machine would
+    send every teammate's artifacts to their own disks, out of the server's reach.
+    """
     import mlflow
 
     # The runs-table view is browse's to define; imported here, not at the top, because browse
@@ -127,7 +155,8 @@ def ensure_experiment(name: str, root: Path) -> str:
     with _creating(mlflow.get_tracking_uri()):
         experiment = mlflow.get_experiment_by_name(name)  # the first touch creates (migrates) the store
         if experiment is None:
-            experiment_id = mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+            local = None if is_server(mlflow.get_tracking_uri()) else (root / "mlartifacts").resolve().as_uri()
+            experiment_id = mlflow.create_experiment(name, artifact_location=local)
         else:
             experiment_id = experiment.experiment_id
     client = mlflow.MlflowClient()

@@ -44,8 +44,10 @@ from nmt.model import Transformer
 from nmt.params import flatten, to_dict
 from nmt.signals import GracefulStop
 from nmt.tokenizer import Tokenizer
+from nmt.tracking.datasets import split_inputs
 from nmt.tracking.provenance import environment_tags, git_tags
 from nmt.tracking.run import Run
+from nmt.tracking.store import TrackingError
 from nmt.training import resume
 from nmt.training.distributed import Dist, any_rank
 from nmt.training.ema import EMA
@@ -160,6 +162,8 @@ class Trainer:
                                "data.source": self.params.data.source, "data.sha256": self.data_sha,
                                "parameters": self.model.num_parameters(), "precision": self.precision.name,
                                "direction": "code -> description" if self.reverse else "description -> code"})
+            if self.run.enabled:  # the splits as dataset inputs: the runs table's Dataset column
+                self.run.log_inputs(split_inputs(self.paths.data, self.params.data.source))
         else:
             self._resume(state)
 
@@ -238,13 +242,16 @@ class Trainer:
         cfg, progress = self.cfg, self.progress
         good = self._one_step(step, trained, batches, bar)
         progress.step = step
-        stopping = any_rank(stop.requested, self.d, self.device)  # every rank stops after the same step
+        # Every rank stops after the same step: on a signal, or when the tracking store was lost and is required.
+        stopping = any_rank(stop.requested or self.run.must_stop, self.d, self.device)
         if good:
             if self._evaluate_if_due(step, self.scheduler.get_last_lr()[0], bar):
                 self.save_best()
                 self.best_weights = {k: v.detach().cpu().clone() for k, v in self.scored.state_dict().items()}
             if step % cfg.checkpoint_every == 0 or stopping:
                 self.checkpoint()
+        if self.run.must_stop:
+            raise self._tracking_lost()
         if stopping:
             GracefulStop.raise_now(stop.signum or signal.SIGTERM)  # a rank told by another: as SIGTERM
         if good and cfg.patience and progress.evals_without_gain >= cfg.patience:
@@ -319,9 +326,20 @@ class Trainer:
         progress.evals_without_gain += 1
         return False
 
+    def _tracking_lost(self) -> TrackingError:
+        """The required tracking store stopped answering: the resume checkpoint is written; say how to go on."""
+        return TrackingError(
+            f"{self.run.lost}. Training stopped after step {self.progress.step}; its resume checkpoint "
+            f"{self.paths.resume_state} keeps the training so far. Start the server again and rerun the same "
+            f"command: it resumes into the same run. Or set mlflow.required: false to train on without tracking")
+
     # ----------------------------------------------------------------- the end
     def finish(self) -> dict:
-        """Write metrics, run facts, curve and plot (rank 0), log them, drop the resume checkpoint."""
+        """Write metrics, run facts, curve and plot (rank 0), log them, drop the resume checkpoint.
+
+        The resume checkpoint goes only once the run has its final metrics and artifacts: when the
+        required store is lost here, a checkpoint at the last step stays, and the rerun only logs.
+        """
         progress, d = self.progress, self.d
         measured = {**_measurements(progress), **_efficiency(progress, self.peak, d)}
         facts = _run_facts(progress, self.train_split, self.model, self.run, d, self.device, self.precision)
@@ -329,12 +347,15 @@ class Trainer:
             return {**measured, **facts}
         paths = self.paths
         write_outputs(paths, History(progress.rows), measured, facts)
-        resume.remove(paths.resume_state)  # finished: nothing left to resume
         self.run.log_metrics({k: v for k, v in measured.items() if isinstance(v, (int, float))})
         self.run.set_tags({k: facts[k] for k in ("steps", "best_step", "epochs")})
         for artifact in (Path("params.yaml"), paths.metrics / "train_curve.csv", paths.plots / "bleu.png",
                          paths.best_config):
             self.run.log_artifact(artifact)
+        if self.run.must_stop:
+            self.checkpoint()
+            raise self._tracking_lost()
+        resume.remove(paths.resume_state)  # finished and logged: nothing left to resume
         return {**measured, **facts}
 
 
