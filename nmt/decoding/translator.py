@@ -73,7 +73,7 @@ class Translator:
         self.model, self.tokenizer = quantize_model(model.eval(), quantize), tokenizer
         self.quantize = quantize
         if tokenizer.placeholder_ids:  # an output uses only the placeholders of its own description
-            model.restrict_to_source(tokenizer.placeholder_ids)
+            self.model.restrict_to_source(tokenizer.placeholder_ids)
         self.bos_id, self.eos_id = bos_id, eos_id
         # What translate() decodes with for every option a call leaves out: the model directory's
         # recorded search (config.json "decoding"), else the built-in one.
