@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import decoding, tokenize_speed, train_step
+from benchmarks import decoding, int8, serve_load, tokenize_speed, train_step
 from benchmarks.common import describe_device, versions
 from nmt.flops import measure_peak, measure_peak_flops
 from nmt.io import atomic_write_json
@@ -78,7 +78,15 @@ def mfu_history(previous: dict | None, current: dict, date: str) -> dict:
     return {"mfu_runs": runs, "mfu_spread": spread}
 
 
-def run(device: torch.device, quick: bool, previous: dict | None = None) -> dict:
+def deployment(model_dir: Path, data: Path, quick: bool) -> dict:
+    """Speed where users deploy (issue 26): int8 CPU decoding of the exported model, and the model
+    served by MLflow under 8 concurrent clients. Each records why it did not run when ``make repro``
+    has not made the model yet (a fresh clone: the other benchmarks need no trained model)."""
+    return {**int8.int8_decoding(model_dir, data, quick), **serve_load.serve_load(model_dir, data, quick)}
+
+
+def run(device: torch.device, quick: bool, previous: dict | None = None, model_dir: Path = int8.MODEL,
+        data: Path = int8.DATA) -> dict:
     started, date = time.perf_counter(), now()
     repeats = 3 if quick else 7
     peak = measure_peak(device)  # the same size, warm-up and best-of as the train stage's
@@ -97,6 +105,7 @@ def run(device: torch.device, quick: bool, previous: dict | None = None) -> dict
         **tokenize_speed.tokenizer_speed(repeats, max_lines=20_000 if quick else 200_000),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in shapes.values()),
         **train_step.data_wait_share(device, steps=5 if quick else 40),
+        **deployment(model_dir, data, quick),
         "by_length": shapes,
         "device": describe_device(device),
         "versions": versions(),
@@ -113,10 +122,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller inputs (< 2 min): a smoke run")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when there is one)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"), help="where the JSON goes")
+    ap.add_argument("--model", type=Path, default=int8.MODEL, help="exported model the int8 and serving runs use")
+    ap.add_argument("--data", type=Path, default=int8.DATA, help="test split those runs decode")
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    results = run(device, args.quick, read_previous(args.out))  # read first: the former runs' MFU carry forward
+    previous = read_previous(args.out)  # read first: the former runs' MFU carry forward
+    results = run(device, args.quick, previous, args.model, args.data)
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2))
     print()

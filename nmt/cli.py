@@ -24,6 +24,9 @@ BeamOpt = Annotated[Optional[int], typer.Option("--beam", show_default=False,
 MaxLenOpt = Annotated[Optional[int], typer.Option("--max-len", show_default=False,
                                                   help=f"longest output, in tokens (max_len_b){MODEL_DEFAULT}200")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda")]
+QuantizeOpt = Annotated[str, typer.Option(
+    "--quantize", help="int8: decode with int8 linear layers (dynamic quantization; CPU only; faster, a little "
+                       "less exact: docs/benchmarks.md); none: the model's float32 weights")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="inputs decoded together")]
 PROGRESS_MIN_INPUTS = 64  # fewer inputs than this: no progress bar
 MaxLenAOpt = Annotated[Optional[float], typer.Option(
@@ -64,12 +67,15 @@ def _settings(translator, sample: bool = False, **given):
     return settings
 
 
-def _load(model: Path, device: str):
+def _load(model: Path, device: str, quantize: str = "none"):
+    from nmt.decoding.quantize import QUANTIZE_CHOICES
     from nmt.decoding.translator import Translator
 
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
-    return Translator.from_pretrained(model, device=device)
+    if quantize not in QUANTIZE_CHOICES:
+        fail(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    return Translator.from_pretrained(model, device=device, quantize=quantize)
 
 
 @dataclass
@@ -165,6 +171,7 @@ def generate(
     literal_prefixes: PrefixOpt = None,
     grammar: GrammarOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
     strict: Annotated[bool, typer.Option("--strict", help="an input too long for the model is an error (exit 2), "
                                                           "not truncated with a warning")] = False,
     batch_size: BatchOpt = 64,
@@ -176,7 +183,7 @@ def generate(
                                    "--top-p": top_p != 1.0, "--seed": seed is not None})
     try:
         inputs = _read_inputs(texts, input_file, jsonl)
-        translator = _load(model, device)
+        translator = _load(model, device, quantize)
         settings = _settings(translator, sample, beam_size=beam, n_best=n_best, max_len_a=max_len_a,
                              max_len_b=max_len, length_penalty=length_penalty, temperature=temperature,
                              top_k=top_k, top_p=top_p, rerank=rerank, literal_prefixes=literal_prefixes,
@@ -209,6 +216,7 @@ def evaluate(
     grammar: GrammarOpt = None,
     language: Annotated[str, typer.Option(help="python (adds syntax_valid), java or unknown")] = "python",
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
     batch_size: BatchOpt = 64,
 ) -> None:
     """Score a model on any {"nl", "code"} file; print the metrics as JSON.
@@ -224,7 +232,7 @@ def evaluate(
         rows = read_jsonl(data)
         if not rows:
             fail(f"{data}: no pairs to evaluate")
-        translator = _load(model, device)
+        translator = _load(model, device, quantize)
         settings = _settings(translator, beam_size=beam, max_len_a=max_len_a, max_len_b=max_len,
                              length_penalty=length_penalty, rerank=rerank, literal_prefixes=literal_prefixes,
                              grammar=grammar)

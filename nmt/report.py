@@ -219,6 +219,7 @@ def benchmarks_table(r: dict[str, Any]) -> str:
         ["share of step time waiting for batches", f"**{r['data_wait_share']:.1%}**",
          _target(0.05, r["data_wait_share"], "< 5 %", strict=True)],
     ]
+    rows += _deployment_rows(r)
     rows.append(["tiktoken, every call timed (tok/s)",
                  ", ".join(f"`{name}` {tok_s / 1e6:.2f} M" for name, tok_s in calls.items()), ""])
     rows.append(["HF `generate`, every setting timed (s)",
@@ -227,6 +228,41 @@ def benchmarks_table(r: dict[str, Any]) -> str:
     return (_table(["measurement", "result", "target"], rows)
             + f"\n`make bench`{' --quick' if r.get('quick') else ''} on {r['device']}, torch {r['versions']['torch']}, "
             f"{_minutes(r['seconds'])}.\n")
+
+
+def _deployment_rows(r: dict[str, Any]) -> list[list[str]]:
+    """Int8 CPU decoding and the served model under load (benchmarks/int8.py, benchmarks/serve_load.py):
+    a run that could not measure them (no exported model) says why; an older results file, that it predates them."""
+    not_yet = "not in this results.json: `make bench` after `make repro`"
+    if "int8_decode_speedup" in r:
+        i8 = r["int8"]
+        int8_rows = [
+            [f"int8 decoding, {i8['n']:,} test descriptions, the model's beam search: tok/s int8 / float32",
+             f"{i8['int8']['tok_s']:,.0f} / {i8['fp32']['tok_s']:,.0f} = {_x(r['int8_decode_speedup'])}",
+             _target(r["int8_decode_speedup"], 1.5, "≥ 1.5×")],
+            ["int8 decoding: exact match % float32 − int8",
+             f"{i8['fp32']['exact_match']:.1f} − {i8['int8']['exact_match']:.1f} = **{r['int8_exact_match_drop']:.1f}**",
+             _target(1.0, r["int8_exact_match_drop"], "≤ 1.0 point")]]
+    else:
+        reason = r.get("int8", not_yet)
+        int8_rows = [["int8 decoding: tok/s int8 / float32", reason, "≥ 1.5×"],
+                     ["int8 decoding: exact match % float32 − int8", reason, "≤ 1.0 point"]]
+    if "serve_requests_per_s" in r:
+        load, batching = r["serve_load"], r["serve_batching"]
+        serve_rows = [
+            [f"`mlflow models serve`, {load['clients']} concurrent clients for {load['seconds']:.0f} s, one "
+             "description a request: requests/s, latency p50 / p99",
+             f"**{r['serve_requests_per_s']:.2f}**/s, {r['serve_p50_ms']:,.0f} / {r['serve_p99_ms']:,.0f} ms", ""],
+            ["served model: failed requests", f"**{r['serve_errors']}** of {load['requests'] + r['serve_errors']:,}",
+             _target(0, r["serve_errors"], "0")],
+            [f"what batching concurrent requests could buy: {batching['batch']} descriptions one at a time / "
+             "as one batch", f"{batching['one_at_a_time_s']:.2f} s / {batching['one_batch_s']:.2f} s = "
+             f"{_x(batching['speedup'])}", ""]]
+    else:
+        reason = r.get("serve_load", not_yet)
+        serve_rows = [["served model under 8 concurrent clients: requests/s, latency p50 / p99", reason, ""],
+                      ["served model: failed requests", reason, "0"]]
+    return int8_rows + serve_rows
 
 
 def scaling(root: Path) -> str:

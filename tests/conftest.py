@@ -159,3 +159,33 @@ def build_pipeline_repo(root: Path, override: dict | None = None) -> dict:
 def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("pipeline")
     return root, build_pipeline_repo(root)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_export(tmp_path_factory) -> Path:
+    """An exported copy model (pointer-generator on) trained for a few seconds on synthetic pairs:
+    it decodes the templates right, so its outputs are code, short, and worth comparing."""
+    from nmt.batching import collate
+    from nmt.checkpoint import save_model
+    from nmt.config import ModelConfig
+    from nmt.model import Transformer, target_nll
+    from nmt.tokenizer import Tokenizer
+
+    out = tmp_path_factory.mktemp("trained-export")
+    pairs = synthetic_pairs(300, seed=0)
+    tok = Tokenizer.build([p["nl"] for p in pairs] + [p["code"] for p in pairs], min_freq=1, max_vocab=1000)
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64, copy=True)
+    model = Transformer(cfg, tok.vocab_size, tok.pad_id)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    srcs, tgts = tok.encode_batch([p["nl"] for p in pairs]), tok.encode_batch([p["code"] for p in pairs])
+    for step in range(150):
+        rows = [(step * 32 + i) % len(pairs) for i in range(32)]
+        b = collate([srcs[i] for i in rows], [tgts[i] for i in rows], tok.pad_id, tok.bos_id, tok.eos_id, cfg.max_len)
+        loss = target_nll(model, tok.pad_id, b.src, b.src_mask, b.tgt_in, b.tgt_out) / b.n_tokens
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_model(model.eval(), out / "model.safetensors", out / "config.json", tok.bos_id, tok.eos_id)
+    tok.save(out / "tokenizer.json")
+    return out

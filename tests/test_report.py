@@ -77,3 +77,23 @@ def test_a_missing_result_file_renders_the_command_that_writes_it(tmp_path: Path
 def test_an_unknown_section_is_an_error(tmp_path: Path):
     with pytest.raises(KeyError, match="report:nope"):
         report.render("<!-- report:nope -->\nx\n<!-- /report:nope -->\n", tmp_path)
+
+
+def test_the_deployment_rows_show_each_figure_with_its_target():
+    """int8 decoding and the served model (benchmarks/int8.py, serve_load.py) in the benchmarks table."""
+    from nmt.report import benchmarks_table
+
+    base = json.loads((REPO / "benchmarks/results.json").read_text())
+    measured = base | {
+        "int8_decode_speedup": 1.62, "int8_exact_match_drop": 1.3,
+        "int8": {"n": 1000, "fp32": {"tok_s": 100.0, "exact_match": 58.7}, "int8": {"tok_s": 162.0, "exact_match": 57.4}},
+        "serve_requests_per_s": 2.5, "serve_p50_ms": 3100.0, "serve_p99_ms": 5200.0, "serve_errors": 0,
+        "serve_load": {"clients": 8, "seconds": 60.4, "requests": 151},
+        "serve_batching": {"batch": 8, "one_at_a_time_s": 2.4, "one_batch_s": 0.8, "speedup": 3.0}}
+    table = benchmarks_table(measured)
+    assert "100 / 162" not in table and "162 / 100 = **1.62×** | ≥ 1.5×: met" in table
+    assert "58.7 − 57.4 = **1.3** | ≤ 1.0 point: missed" in table
+    assert "**2.50**/s, 3,100 / 5,200 ms" in table and "**0** of 151 | 0: met" in table
+    assert "2.40 s / 0.80 s = **3.00×**" in table
+    unmeasured = benchmarks_table(base | {"int8": "not run: models/export/config.json not found"})
+    assert "| int8 decoding: tok/s int8 / float32 | not run: models/export/config.json not found | ≥ 1.5× |" in unmeasured

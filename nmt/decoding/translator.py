@@ -28,6 +28,8 @@ from nmt.config import EvaluateConfig
 from nmt.decoding.grammar import PythonLineConstraint
 from nmt.decoding.reconstruction import reconstruction_scores
 from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
+from nmt.decoding.quantize import check_quantize
+from nmt.decoding.quantize import quantize as quantize_model
 from nmt.decoding.search import Hypothesis, decode
 from nmt.decoding.settings import DecodeSettings
 from nmt.device import resolve_device
@@ -61,21 +63,25 @@ BUILTIN_SETTINGS = DecodeSettings.from_config(replace(
 class Translator:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int,
                  decoding: dict[str, Any] | None = None, lexicon: Lexicon | None = None,
-                 reverse: Transformer | None = None):
+                 reverse: Transformer | None = None, quantize: str = "none"):
+        """``quantize="int8"``: int8 linear layers in the model and the reverse model, CPU only
+        (:mod:`nmt.decoding.quantize`); a bad value raises ValueError naming the choices."""
         for name, m in (("model", model), ("reverse model", reverse)):
             if m is not None and m.vocab_size != tokenizer.vocab_size:
                 raise ModelFileError(
                     f"{name} vocabulary ({m.vocab_size}) does not match the tokenizer's ({tokenizer.vocab_size})"
                 )
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model, self.tokenizer = quantize_model(model.eval(), quantize), tokenizer
+        self.quantize = quantize
         if tokenizer.placeholder_ids:  # an output uses only the placeholders of its own description
-            model.restrict_to_source(tokenizer.placeholder_ids)
+            self.model.restrict_to_source(tokenizer.placeholder_ids)
         self.bos_id, self.eos_id = bos_id, eos_id
         # What translate() decodes with for every option a call leaves out: the model directory's
         # recorded search (config.json "decoding"), else the built-in one.
         self.defaults = replace(BUILTIN_SETTINGS, **(decoding or {}))
         self.lexicon = lexicon  # the training pairs' word counts, for rerank="lexical"
-        self.reverse = None if reverse is None else reverse.eval()  # code -> description, for rerank_reconstruction
+        # code -> description, for rerank_reconstruction
+        self.reverse = None if reverse is None else quantize_model(reverse.eval(), quantize)
 
     @property
     def device(self) -> torch.device:
@@ -83,18 +89,23 @@ class Translator:
 
     @classmethod
     def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto",
-                   lexicon: Path | None = None, reverse: tuple[Path, Path] | None = None) -> Translator:
-        """``reverse``: the reverse model's (weights, config) files."""
+                   lexicon: Path | None = None, reverse: tuple[Path, Path] | None = None,
+                   quantize: str = "none") -> Translator:
+        """``reverse``: the reverse model's (weights, config) files; ``quantize``: none or int8."""
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
         reverse_model = None if reverse is None else load_model(*map(Path, reverse), resolve_device(device))[0]
         return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
-                   None if lexicon is None else Lexicon.load(lexicon), reverse_model)
+                   None if lexicon is None else Lexicon.load(lexicon), reverse_model, quantize)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "auto") -> Translator:
+    def from_pretrained(cls, model_dir: str | Path, device: str = "auto", quantize: str = "none") -> Translator:
         """Load an exported model directory (model.safetensors, config.json, tokenizer.json, and
-        lexicon.json and reverse.safetensors + reverse.json where the export stage wrote them)."""
+        lexicon.json and reverse.safetensors + reverse.json where the export stage wrote them);
+        ``quantize="int8"`` decodes with int8 linear layers (CPU only, :mod:`nmt.decoding.quantize`)."""
         d = Path(model_dir)
+        check_quantize(quantize)  # before the weights are read: a typo fails at once
+        if quantize != "none" and device == "auto":
+            device = "cpu"  # int8 kernels exist on the CPU only; "auto" picks where the model can run
         if not d.is_dir():
             raise ModelFileError(f"{d}: model directory not found (run `dvc repro` to create models/export)")
         for name in EXPORT_FILES:
@@ -105,7 +116,8 @@ class Translator:
         if any(p.is_file() for p in reverse) and not all(p.is_file() for p in reverse):
             raise ModelFileError(f"{d}: the reverse model needs both {' and '.join(REVERSE_FILES)}; re-export the model")
         return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device,
-                              lexicon if lexicon.is_file() else None, reverse if reverse[0].is_file() else None)
+                              lexicon if lexicon.is_file() else None, reverse if reverse[0].is_file() else None,
+                              quantize)
 
     def settings(self, sample: bool = False, **options: Any) -> DecodeSettings:
         """The model's defaults with ``options`` that are not None set (:meth:`DecodeSettings.with_options`)."""

@@ -23,6 +23,28 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_REQUIREMENTS]
 
 
+def pyfunc_arguments(model_dir: Path, decode_defaults: dict[str, Any]) -> dict[str, Any]:
+    """What the served model is made of, as ``mlflow.pyfunc.log_model`` / ``save_model`` take it:
+    the model-from-code script, the export directory, the ``nmt`` package, pinned requirements."""
+    import nmt
+    from nmt.tracking import pyfunc as serving
+
+    package = Path(nmt.__file__).parent
+    # The signature comes from predict's type hints; the example's params become the params schema.
+    return {"python_model": str(package / "tracking" / "pyfunc_script.py"), "artifacts": {"model_dir": str(model_dir)},
+            "code_paths": [str(package)], "input_example": ([{"nl": serving.EXAMPLE}], decode_defaults),
+            "pip_requirements": pinned_requirements()}
+
+
+def save_pyfunc(model_dir: Path, path: Path, decode_defaults: dict[str, Any]) -> Path:
+    """``model_dir`` as the same pyfunc the export stage registers, saved at ``path`` (no run, no
+    registry): ``mlflow models serve -m <path>`` serves it as it serves the champion."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **pyfunc_arguments(model_dir, decode_defaults))
+    return path
+
+
 def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_bleu: float,
                            decode_defaults: dict[str, Any]) -> dict:
     """Log ``model_dir`` as a pyfunc in the active run, register it as ``name``, maybe promote it.
@@ -35,20 +57,8 @@ def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    import nmt
-    from nmt.tracking import pyfunc as serving
-
-    package = Path(nmt.__file__).parent
-    # The signature comes from predict's type hints; the example's params become the params schema.
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(package / "tracking" / "pyfunc_script.py"),
-        artifacts={"model_dir": str(model_dir)},
-        code_paths=[str(package)],
-        input_example=([{"nl": serving.EXAMPLE}], decode_defaults),
-        pip_requirements=pinned_requirements(),
-        registered_model_name=name,
-    )
+    info = mlflow.pyfunc.log_model(name="model", registered_model_name=name,
+                                   **pyfunc_arguments(model_dir, decode_defaults))
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, version, "select_bleu", f"{select_bleu:.4f}")
