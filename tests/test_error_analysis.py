@@ -34,3 +34,17 @@ def test_analyse_counts_each_wrong_line_once_by_kind_and_by_where_the_search_fai
     assert result["counts"]["structure"] == {"ranked lower": 0, "never in the n-best": 1}
     assert result["examples"]["name"][0]["reference"] == "y = f ( a )"
     assert "| name | 1 | 0 | 1 | 50.0 % |" in markdown(result)
+    assert result["ceiling"] == 75.0  # x = 1, y = f ( a ) in the list, w = 2 chosen
+    assert result["n_best_not_parsing_pct"] == 0.0 and result["neighbour_has_shape"] is None
+
+
+def test_quote_style_neighbour_shape_and_unparsable_hypotheses_are_counted():
+    rows = [{"nl": "a", "code": 'f ( "title" )'}, {"nl": "b", "code": "x = g ( y )"}, {"nl": "c", "code": "z = 1"}]
+    t = lambda text, *others: SimpleNamespace(text=text, n_best=[(text, 0.0)] + [(o, -1.0) for o in others])
+    translations = [t("f ( 'title' )", "f ( 'title'"), t("x = g . y"), t("z = 1")]
+    neighbours = ["h ( 'x' )", "w = k ( v )", "z = 1"]
+    result = analyse(rows, translations, examples=0, neighbours=neighbours)
+    assert result["quote_style_only"] == 1  # 'title' for "title"
+    assert result["neighbour_has_shape"] == 2  # f ( STRING ) and NAME = NAME ( NAME ): both wrong lines
+    assert result["n_best_not_parsing_pct"] == 25.0  # f ( 'title' of 4 lines
+    assert "wrong only in quote style" in markdown(result)
