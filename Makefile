@@ -31,7 +31,7 @@ django: install  ## the Django recipe (recipes/django.yaml) as the DVC experimen
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: install  ## speed vs nn.Transformer, HF BART, tiktoken; MFU -> benchmarks/results.json (~10 min; BENCH_ARGS=--quick < 2)
+bench: install  ## speed vs nn.Transformer, HF BART, CTranslate2, tiktoken; MFU -> benchmarks/results.json (~10 min; BENCH_ARGS=--quick < 2)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 ablation: install  ## each lever of the default, off in turn, from scratch as temporary DVC experiments -> results/ (~30 min)
