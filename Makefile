@@ -41,7 +41,7 @@ sweep: install  ## queue SWEEP's points as DVC experiments and start the queue (
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: install  ## speed vs nn.Transformer, HF BART, tiktoken; MFU; int8 decoding and the served model under load (needs make repro) -> benchmarks/results.json (~13 min; BENCH_ARGS=--quick < 3)
+bench: install  ## speed vs nn.Transformer, HF BART, CTranslate2, tiktoken; MFU; int8 decoding and the served model under load (needs make repro) -> benchmarks/results.json (~15 min; BENCH_ARGS=--quick < 4)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 ablation: install  ## each lever of the default, off in turn, from scratch as temporary DVC experiments -> results/ (~30 min)

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks [--quick] [--device cpu|cuda] [--out benchmarks/results.json]
 
 Each figure is the median of several warm repeats; comparisons (ours vs torch.nn.Transformer,
-vs Hugging Face BART, vs bare tiktoken) run in the same process, on the same inputs, their repeats
+vs Hugging Face BART, vs CTranslate2, vs bare tiktoken) run in the same process, on the same inputs, their repeats
 timed in turns, each against the other tool's FASTEST way (every tiktoken call, every HF
 ``generate`` setting tried is recorded). Only ratios are meant to travel between machines;
 absolute numbers name their device.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import decoding, int8, serve_load, tokenize_speed, train_step
+from benchmarks import decoding, int8, serve_load, tokenize_speed, train_step, vs_ctranslate2
 from benchmarks.common import describe_device, versions
 from nmt.flops import measure_peak, measure_peak_flops
 from nmt.io import atomic_write_json
@@ -102,6 +102,8 @@ def run(device: torch.device, quick: bool, previous: dict | None = None, model_d
         "theoretical_peak_flops": None if peak.theoretical is None else round(peak.theoretical),  # CPU, unknown GPU
         **decoding.kv_cache(device, repeats, steps=32 if quick else 128),
         **decoding.beam_vs_hf(device, max(1, repeats // 2) if quick else 3, steps=8 if quick else 32),
+        # CTranslate2 runs on the CPU whatever --device: the deployment it stands for (benchmarks/vs_ctranslate2.py)
+        **vs_ctranslate2.measure(quick),
         **tokenize_speed.tokenizer_speed(repeats, max_lines=20_000 if quick else 200_000),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in shapes.values()),
         **train_step.data_wait_share(device, steps=5 if quick else 40),

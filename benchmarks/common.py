@@ -71,4 +71,4 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
     if torch.version.cuda:
         out["cuda"] = torch.version.cuda
-    return out | installed_versions(("tiktoken", "transformers"))
+    return out | installed_versions(("tiktoken", "transformers", "ctranslate2"))

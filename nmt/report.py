@@ -219,6 +219,7 @@ def benchmarks_table(r: dict[str, Any]) -> str:
         ["share of step time waiting for batches", f"**{r['data_wait_share']:.1%}**",
          _target(0.05, r["data_wait_share"], "< 5 %", strict=True)],
     ]
+    rows += ctranslate2_rows(r)
     rows += _deployment_rows(r)
     rows.append(["tiktoken, every call timed (tok/s)",
                  ", ".join(f"`{name}` {tok_s / 1e6:.2f} M" for name, tok_s in calls.items()), ""])
@@ -263,6 +264,35 @@ def _deployment_rows(r: dict[str, Any]) -> list[list[str]]:
         serve_rows = [["served model under 8 concurrent clients: requests/s, latency p50 / p99", reason, ""],
                       ["served model: failed requests", reason, "0"]]
     return int8_rows + serve_rows
+
+
+def ctranslate2_rows(r: dict[str, Any]) -> list[list[str]]:
+    """The CTranslate2 comparison's rows (benchmarks/vs_ctranslate2.py); one saying so where a run predates it."""
+    if "beam_speedup_vs_ctranslate2" not in r:
+        return [["beam 4, CPU: ours / CTranslate2 (tok/s)", "not measured in this run: `make bench`", "≥ 0.67×"]]
+    head = f"beam 4 × 64 sources, {r['ctranslate2_beam_output_tokens']} tokens, CPU"
+    int8 = r.get("beam_int8_speedup_vs_ctranslate2_int8")
+    settings = [f"{kind} {name} {s:.2f}" if isinstance(s, (int, float)) else f"{kind} {name}: {s}"
+                for kind, key in (("fp32", "ctranslate2_beam_s"), ("int8", "ctranslate2_int8_beam_s"))
+                for name, s in r[key].items()]
+    return [
+        [f"{head}, fp32: ours / CTranslate2 ({r['ctranslate2_fastest_setting']}, its fastest) tok/s",
+         f"{r['ours_beam_tok_s']:,} / {r['ctranslate2_beam_tok_s']:,} = {_x(r['beam_speedup_vs_ctranslate2'])}",
+         _target(r["beam_speedup_vs_ctranslate2"], 0.67, "≥ 0.67×")],
+        [f"{head}: ours fp32 / CTranslate2 int8 ({r['ctranslate2_int8_fastest_setting']}) tok/s",
+         f"{r['ours_beam_tok_s']:,} / {r['ctranslate2_int8_beam_tok_s']:,} = "
+         f"{_x(r['beam_speedup_vs_ctranslate2_int8'])}", ""],
+        [f"{head}, int8: ours (--quantize int8) / CTranslate2 int8 tok/s",
+         "not measured in this run: `make bench`" if int8 is None else
+         f"{r.get('ours_int8_beam_tok_s', 0):,} / {r['ctranslate2_int8_beam_tok_s']:,} = {_x(int8)}",
+         "≥ 0.67×" if int8 is None else _target(int8, 0.67, "≥ 0.67×")],
+        [f"greedy outputs identical to CTranslate2's, {r['ctranslate2_agreement_sources']} sources "
+         f"({r['ctranslate2_agreement_distinct_outputs']} distinct outputs); int8",
+         f"**{r['ctranslate2_same_output']:.1%}** (log-probabilities within "
+         f"{r['ctranslate2_max_logprob_diff']:.1g}); int8 {r['ctranslate2_int8_same_output']:.1%}",
+         _target(r["ctranslate2_same_output"], 1.0, "100 %")],
+        ["CTranslate2, every setting timed (s)", ", ".join(settings), ""],
+    ]
 
 
 def scaling(root: Path) -> str:

@@ -179,6 +179,14 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     assert results["hf_bart_beam_s"] == min(timed.values())
     assert results["beam_speedup_vs_hf"] == pytest.approx(min(timed.values()) / results["beam_s"], rel=0.01)
     assert all(isinstance(v, str) for k, v in results["hf_generate_s"].items() if k not in timed)
+    # CTranslate2: against its fastest setting, fp32 and int8; the trained model's greedy outputs identical
+    for prefix in ("ctranslate2", "ctranslate2_int8"):
+        timed = {k: v for k, v in results[f"{prefix}_beam_s"].items() if isinstance(v, (int, float))}
+        assert results[f"{prefix}_fastest_setting"] == min(timed, key=timed.get)
+        assert results[f"beam_speedup_vs_{prefix}"] == pytest.approx(
+            results["ours_beam_tok_s"] / results[f"{prefix}_beam_tok_s"], rel=0.02)
+    assert results["ctranslate2_same_output"] == 1.0 and results["ctranslate2_max_logprob_diff"] < 1e-4
+    assert results["ctranslate2_agreement_distinct_outputs"] > 1 and results["versions"]["ctranslate2"]
     assert "| training tok/s, length 128" in proc.stdout and "fastest" in proc.stdout
 
 
