@@ -154,6 +154,43 @@ def django_curve(root: Path) -> str:
                     f"{r['dev_exact_match']:.1f}"] for r in result["curve"]])
 
 
+def django_errors(root: Path) -> str:
+    """Each error analysis of the Django recipe's export on the selection split
+    (``results/error-analysis-django-*.json``, ``benchmarks/error_analysis.py``): one row per search."""
+    paths = sorted(root.glob("results/error-analysis-django-*.json"))
+    if not paths:
+        return _missing(Path("results/error-analysis-django-NAME.json"),
+                        "python -m benchmarks.error_analysis models/export data/raw/dev.jsonl --train "
+                        "data/raw/train.jsonl --out results/error-analysis-django-NAME.json")
+    rows = []
+    for path in paths:
+        r = read_json(path)
+        c = r["counts"]
+        search = f"beam {r['beam_size']}" + (", grammar" if r.get("grammar") else "")
+        rows.append([f"`{path.name}`", search, f"{r['exact_match']:.1f}", f"{r['ceiling']:.1f}",
+                     f"{r['n_best_not_parsing_pct']:.1f}",
+                     *(f"{c[k]['ranked lower']} / {c[k]['never in the n-best']}" for k in ("name", "literal", "structure")),
+                     str(r["quote_style_only"]), "–" if r.get("neighbour_has_shape") is None else str(r["neighbour_has_shape"])])
+    return _table(["file", "search", "exact match %", "ceiling %", "n-best not parsing %",
+                   "name: ranked lower / never in the n-best", "literal: same", "structure: same", "quote style only",
+                   "neighbour has the shape"], rows)
+
+
+def sweep(root: Path) -> str:
+    """The README's queued sweep: `dvc exp show`'s rows and the queue's wall time per --jobs (results/sweep.json)."""
+    path = root / "results/sweep.json"
+    if not path.is_file():
+        return _missing(Path("results/sweep.json"), "bash benchmarks/sweep_walltime.sh")
+    r = read_json(path)
+    rows = [[f"`{e['name']}`", f"{e['train.lr']:g}", f"{e['train.max_steps']:,}", f"{e['best_dev_bleu']:.1f}",
+             f"{e['bleu']:.1f}", f"{e['exact_match']:.1f}", f"{e['train_seconds']:.0f}"] for e in r["experiments"]]
+    walls = ", ".join(f"`--jobs {jobs}` {_minutes(s)}" for jobs, s in sorted(r["wall_seconds_by_jobs"].items()))
+    return (_table(["experiment", "train.lr", "steps", "best dev BLEU", "test BLEU", "test exact match %",
+                    "train seconds"], rows)
+            + f"\nThe whole queue: {walls} (`bash benchmarks/sweep_walltime.sh` at commit {r['commit'][:7]} on "
+            f"{r['date']}, {_machine(r['machine'])}).\n")
+
+
 def published(root: Path) -> str:
     """Published Django test-split scores, each with its source (``results/published.json``)."""
     data = read_json(root / PUBLISHED)["django"]
@@ -325,6 +362,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "default-ablation": default_ablation,
     "django-results": django_results,
     "django-curve": django_curve,
+    "django-errors": django_errors,
+    "sweep": sweep,
     "published": published,
     "benchmarks": benchmarks,
     "scaling": scaling,
