@@ -95,5 +95,9 @@ def test_the_deployment_rows_show_each_figure_with_its_target():
     assert "58.7 − 57.4 = **1.3** | ≤ 1.0 point: missed" in table
     assert "**2.50**/s, 3,100 / 5,200 ms" in table and "**0** of 151 | 0: met" in table
     assert "2.40 s / 0.80 s = **3.00×**" in table
-    unmeasured = benchmarks_table(base | {"int8": "not run: models/export/config.json not found"})
+    # a run that could not measure them records why, in place of the figures
+    unmeasured_keys = {"int8_decode_speedup", "int8_exact_match_drop", "serve_requests_per_s", "serve_p50_ms",
+                       "serve_p99_ms", "serve_errors", "serve_batching"}
+    stripped = {k: v for k, v in base.items() if k not in unmeasured_keys}
+    unmeasured = benchmarks_table(stripped | {"int8": "not run: models/export/config.json not found"})
     assert "| int8 decoding: tok/s int8 / float32 | not run: models/export/config.json not found | ≥ 1.5× |" in unmeasured
