@@ -71,7 +71,7 @@ def int8_decoding(model_dir: Path = MODEL, data: Path = DATA, quick: bool = Fals
     result = {}
     for name, preds in outputs.items():
         tokens = sum(len(ids) for ids in tokenizer.encode_batch(preds))
-        result[name] = {"seconds": round(seconds[name], 2), "output_tokens": tokens,
+        result[name] = {"seconds": round(seconds[name], 4), "output_tokens": tokens,
                         "tok_s": round(tokens / seconds[name], 1),
                         "exact_match": round(metrics.exact_match(preds, refs), 2)}
     return {
