@@ -57,14 +57,21 @@ def viable(text: str) -> bool:
     return True
 
 
+def significant_tokens(tokenizer: Tokenizer) -> list[bool]:
+    """Per token id, whether its text holds a character of :data:`SIGNIFICANT`."""
+    return [bool(SIGNIFICANT & set(tokenizer.token_bytes(i).decode("utf-8", "replace")))
+            for i in range(tokenizer.vocab_size)]
+
+
 class PythonLineConstraint:
     """The rules of the module docstring, for one batch of sources: ``literals[s]`` puts source
     ``s``'s literals back into its hypotheses (:func:`nmt.placeholders.restore`)."""
 
-    def __init__(self, tokenizer: Tokenizer, literals: Sequence[list[str]]):
+    def __init__(self, tokenizer: Tokenizer, literals: Sequence[list[str]], significant: list[bool] | None = None):
         self.tokenizer, self.literals = tokenizer, literals
-        self._significant = [bool(SIGNIFICANT & set(tokenizer.token_bytes(i).decode("utf-8", "replace")))
-                             for i in range(tokenizer.vocab_size)]
+        # per token id: can it change viability? One vocabulary pass; a translator passes its own
+        # table (significant_tokens) so each batch does not redo it.
+        self._significant = significant_tokens(tokenizer) if significant is None else significant
 
     def checks(self, token: int) -> bool:
         """Whether appending ``token`` can make a viable prefix unviable (else it needs no check)."""

@@ -25,7 +25,7 @@ import torch
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
 from nmt.config import EvaluateConfig
-from nmt.decoding.grammar import PythonLineConstraint
+from nmt.decoding.grammar import PythonLineConstraint, significant_tokens
 from nmt.decoding.reconstruction import reconstruction_scores
 from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
 from nmt.decoding.quantize import check_quantize
@@ -82,6 +82,7 @@ class Translator:
         self.lexicon = lexicon  # the training pairs' word counts, for rerank="lexical"
         # code -> description, for rerank_reconstruction
         self.reverse = None if reverse is None else quantize_model(reverse.eval(), quantize)
+        self._significant: list[bool] | None = None  # grammar search's per-token table (nmt.decoding.grammar)
 
     @property
     def device(self) -> torch.device:
@@ -219,7 +220,10 @@ class Translator:
                 masked: list[Masked | None]) -> list[list[Hypothesis]]:
         constraint = None
         if s.grammar and s.beam_size > 1 and not s.sample:  # the literals of each source, to parse its lines
-            constraint = PythonLineConstraint(self.tokenizer, [[] if m is None else m.literals for m in masked])
+            if self._significant is None:  # built once per translator, not per batch
+                self._significant = significant_tokens(self.tokenizer)
+            constraint = PythonLineConstraint(self.tokenizer, [[] if m is None else m.literals for m in masked],
+                                              self._significant)
         return decode(self.model, src, src != self.model.pad_id, self.bos_id, self.eos_id, s, generator, constraint)
 
 
