@@ -1,6 +1,6 @@
 """The served model under load: `mlflow models serve` of the exported model, 8 concurrent clients.
 
-    .venv/bin/python -m benchmarks.serve_load [--seconds 60] [--clients 8] [--model models/export]
+    .venv/bin/python -m benchmarks.serve_load [--seconds 60] [--clients 8] [--max-batch N] [--model models/export]
 
 The export directory is saved as the pyfunc the export stage registers (``nmt.tracking.registry.
 save_pyfunc``, in a temporary directory: no MLflow store is read or written), served by
@@ -14,10 +14,13 @@ The server is stopped at the end whatever happened.
 - ``serve_p50_ms``, ``serve_p99_ms``: latency percentiles of the answered requests, ms;
 - ``serve_errors``: requests that failed (target 0).
 
-Why no batching of concurrent requests here: ``serve_batching`` times the same eight
-descriptions decoded one at a time and as one batch, in process: what a server that gathered
-concurrent requests into one decode could gain over the scoring server, which decodes each
-request apart (each in its own thread).
+**Before and after batching.** The scoring server runs each request's ``predict`` in its own
+thread; the served model gathers the requests that wait while a decode runs into the next one
+(:mod:`nmt.decoding.batcher`, up to ``export.serve_max_batch`` descriptions). The load runs twice,
+on the same pyfunc saved with ``max_batch`` 1 (each request decoded apart: ``serve_unbatched``,
+the same four figures) and with params.yaml's ``export.serve_max_batch`` (the keys above, what the
+registered model does); ``serve_batching_speedup`` is the ratio of their requests/s, and
+``serve_same_output`` the share of descriptions answered in both runs whose answers are identical.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import interleaved_medians
 from benchmarks.int8 import DATA, MODEL, missing
 from nmt.data.pairs import read_jsonl
 from nmt.io import read_json
+from nmt.params import load_params
 
 START_TIMEOUT_S = 180  # loading torch, mlflow and the model on a busy 2-core machine
 REQUEST_TIMEOUT_S = 120
@@ -129,12 +132,14 @@ class Load:
 
     latencies_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)  # description -> the translation it got
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, seconds: float | None, error: str | None = None) -> None:
+    def record(self, seconds: float | None, error: str | None = None, text: str = "", answer: str = "") -> None:
         with self.lock:
             if error is None:
                 self.latencies_s.append(seconds)
+                self.answers[text] = answer
             else:
                 self.errors.append(error)
 
@@ -145,8 +150,9 @@ def client(url: str, texts: list[str], first: int, step: int, deadline: float, l
     while time.monotonic() < deadline:
         t0 = time.perf_counter()
         try:
-            translate_request(url, texts[i % len(texts)])
-            load.record(time.perf_counter() - t0)
+            text = texts[i % len(texts)]
+            answer = translate_request(url, text)
+            load.record(time.perf_counter() - t0, text=text, answer=answer)
         except (OSError, ValueError) as e:  # refused, reset, timed out, HTTP error, a bad answer
             load.record(None, f"{type(e).__name__}: {e}"[:300])
         i += step
@@ -159,7 +165,8 @@ def percentile_ms(latencies_s: list[float], q: int) -> float | None:
 
 
 def run_load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` threads sending requests for ``seconds``; requests/s, latency percentiles, errors."""
+    """``clients`` threads sending requests for ``seconds``; requests/s, latency percentiles, errors,
+    and the answer each description got (``answers``)."""
     translate_request(url, texts[0])  # warm-up: the first request pays for lazy initialisation
     load = Load()
     started = time.perf_counter()
@@ -174,55 +181,56 @@ def run_load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
             "serve_p50_ms": percentile_ms(load.latencies_s, 50), "serve_p99_ms": percentile_ms(load.latencies_s, 99),
             "serve_errors": len(load.errors),
             "serve_load": {"clients": clients, "seconds": round(wall, 1), "requests": len(load.latencies_s),
-                           "first_errors": load.errors[:3]}}
+                           "first_errors": load.errors[:3]},
+            "answers": load.answers}
 
 
-def served_pyfunc(model_dir: Path, tmp: Path) -> Path:
-    """``model_dir`` saved as the registered pyfunc under ``tmp``, its params example the model's decoding."""
+def served_pyfunc(model_dir: Path, tmp: Path, max_batch: int) -> Path:
+    """``model_dir`` saved as the registered pyfunc under ``tmp``, its params example the model's
+    decoding, decoding up to ``max_batch`` concurrent descriptions together."""
     from dataclasses import replace
 
     from nmt.decoding.translator import BUILTIN_SETTINGS
     from nmt.tracking.registry import save_pyfunc
 
     recorded = read_json(model_dir / "config.json").get("decoding") or {}
-    return save_pyfunc(model_dir, tmp / "pyfunc", replace(BUILTIN_SETTINGS, **recorded).recorded())
+    return save_pyfunc(model_dir, tmp / f"pyfunc-{max_batch}", replace(BUILTIN_SETTINGS, **recorded).recorded(),
+                       max_batch)
 
 
-def batching_gain(model_dir: Path, texts: list[str], batch: int, repeats: int) -> dict:
-    """``batch`` descriptions decoded one at a time vs as one batch (the model's recorded settings)."""
-    import torch
+def serve(model_dir: Path, texts: list[str], max_batch: int, clients: int, seconds: float) -> dict:
+    """The load on the model served with ``max_batch``; the server is stopped before this returns."""
+    with tempfile.TemporaryDirectory(prefix="nmt-serve-") as tmp, \
+            mlflow_server(served_pyfunc(model_dir, Path(tmp), max_batch)) as url:
+        return run_load(url, texts, clients, seconds)
 
-    from nmt.decoding.translator import Translator
 
-    translator = Translator.from_pretrained(model_dir, device="cpu")
-    part = texts[:batch]
-
-    @torch.inference_mode()
-    def singles() -> None:
-        for text in part:
-            translator.translate([text])
-
-    @torch.inference_mode()
-    def together() -> None:
-        translator.translate(part)
-
-    together()  # warm-up
-    seconds = interleaved_medians({"singles": singles, "batch": together}, repeats)
-    return {"batch": batch, "one_at_a_time_s": round(seconds["singles"], 3), "one_batch_s": round(seconds["batch"], 3),
-            "speedup": round(seconds["singles"] / seconds["batch"], 2)}
+def same_output(a: dict[str, str], b: dict[str, str]) -> float | None:
+    """Share of the descriptions answered in both runs whose answers are identical."""
+    both = a.keys() & b.keys()
+    return round(sum(a[t] == b[t] for t in both) / len(both), 4) if both else None
 
 
 def serve_load(model_dir: Path = MODEL, data: Path = DATA, quick: bool = False, seconds: float | None = None,
-               clients: int = 8) -> dict:
+               clients: int = 8, max_batch: int | None = None) -> dict:
     """The exported model served by MLflow under ``clients`` concurrent clients for ``seconds``
-    (default 60, ``quick`` 5), and what batching their requests would gain."""
+    (default 60, ``quick`` 5), each request decoded apart, then batched up to ``max_batch``
+    (default: params.yaml's ``export.serve_max_batch``)."""
     reason = missing(model_dir, data)
     if reason is not None:
         return {"serve_load": reason}
+    if max_batch is None:
+        max_batch = load_params().export.serve_max_batch
     texts = [r["nl"] for r in read_jsonl(data)]
-    with tempfile.TemporaryDirectory(prefix="nmt-serve-") as tmp, mlflow_server(served_pyfunc(model_dir, Path(tmp))) as url:
-        result = run_load(url, texts, clients, seconds if seconds is not None else 5 if quick else 60)
-    return result | {"serve_batching": batching_gain(model_dir, texts, clients, 1 if quick else 3)}
+    seconds = seconds if seconds is not None else 5 if quick else 60
+    before = serve(model_dir, texts, 1, clients, seconds)
+    after = serve(model_dir, texts, max_batch, clients, seconds)
+    unbatched = {k: v for k, v in before.items() if k != "answers"}
+    return ({k: v for k, v in after.items() if k != "answers"}
+            | {"serve_max_batch": max_batch, "serve_unbatched": unbatched,
+               "serve_batching_speedup": round(after["serve_requests_per_s"] / before["serve_requests_per_s"], 2)
+               if before["serve_requests_per_s"] else None,
+               "serve_same_output": same_output(before["answers"], after["answers"])})
 
 
 def main() -> None:
@@ -232,10 +240,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients")
     ap.add_argument("--model", type=Path, default=MODEL, help="exported model directory")
     ap.add_argument("--data", type=Path, default=DATA, help="JSON lines whose 'nl' are the requests")
+    ap.add_argument("--max-batch", type=int, default=None,
+                    help="descriptions decoded together in the batched run (default: params.yaml export.serve_max_batch)")
     args = ap.parse_args()
-    if args.clients < 1 or (args.seconds is not None and args.seconds <= 0):
-        ap.error("--clients must be >= 1 and --seconds > 0")
-    print(json.dumps(serve_load(args.model, args.data, args.quick, args.seconds, args.clients), indent=2))
+    if args.clients < 1 or (args.seconds is not None and args.seconds <= 0) or (args.max_batch or 1) < 1:
+        ap.error("--clients and --max-batch must be >= 1 and --seconds > 0")
+    print(json.dumps(serve_load(args.model, args.data, args.quick, args.seconds, args.clients, args.max_batch),
+                     indent=2))
 
 
 if __name__ == "__main__":

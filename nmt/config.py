@@ -263,6 +263,8 @@ class ExportConfig:
 
     name: str = opt("nmt-text2code", "model name used in the model card and the MLflow model registry")
     register: bool = opt(True, "log the exported model to MLflow as a pyfunc and register it under export.name (needs mlflow.enabled)")
+    serve_max_batch: int = opt(32, "the served model decodes concurrent requests together, up to this many descriptions "
+                                   "in one batch (1 = each request apart)", *positive)
 
 
 @dataclass

@@ -286,21 +286,36 @@ def _deployment_rows(r: dict[str, Any]) -> list[list[str]]:
         int8_rows = [["int8 decoding: tok/s int8 / float32", reason, "≥ 1.5×"],
                      ["int8 decoding: exact match % float32 − int8", reason, "≤ 1.0 point"]]
     if "serve_requests_per_s" in r:
-        load, batching = r["serve_load"], r["serve_batching"]
-        serve_rows = [
-            [f"`mlflow models serve`, {load['clients']} concurrent clients for {load['seconds']:.0f} s, one "
-             "description a request: requests/s, latency p50 / p99",
-             f"**{r['serve_requests_per_s']:.2f}**/s, {r['serve_p50_ms']:,.0f} / {r['serve_p99_ms']:,.0f} ms", ""],
-            ["served model: failed requests", f"**{r['serve_errors']}** of {load['requests'] + r['serve_errors']:,}",
-             _target(0, r["serve_errors"], "0")],
-            [f"what batching concurrent requests could buy: {batching['batch']} descriptions one at a time / "
-             "as one batch", f"{batching['one_at_a_time_s']:.2f} s / {batching['one_batch_s']:.2f} s = "
-             f"{_x(batching['speedup'])}", ""]]
+        serve_rows = _serve_rows(r, not_yet)
     else:
         reason = r.get("serve_load", not_yet)
         serve_rows = [["served model under 8 concurrent clients: requests/s, latency p50 / p99", reason, ""],
                       ["served model: failed requests", reason, "0"]]
     return int8_rows + serve_rows
+
+
+def _serve_rows(r: dict[str, Any], not_yet: str) -> list[list[str]]:
+    """The served model under load, each request decoded apart (before) and batched (after)."""
+    def load_cells(m: dict[str, Any]) -> str:
+        return f"**{m['serve_requests_per_s']:.2f}**/s, {m['serve_p50_ms']:,.0f} / {m['serve_p99_ms']:,.0f} ms"
+
+    load = r["serve_load"]
+    what = (f"`mlflow models serve`, {load['clients']} concurrent clients for {load['seconds']:.0f} s, one "
+            "description a request")
+    before = r.get("serve_unbatched")
+    if before is None:  # a results file from before batching
+        return [[f"{what}: requests/s, latency p50 / p99", load_cells(r), ""],
+                ["served model: failed requests", f"**{r['serve_errors']}** of {load['requests'] + r['serve_errors']:,}",
+                 _target(0, r["serve_errors"], "0")],
+                ["served model, concurrent requests decoded together: before / after", not_yet, ""]]
+    errors, requests = r["serve_errors"] + before["serve_errors"], load["requests"] + before["serve_load"]["requests"]
+    return [[f"{what}, each decoded apart (before): requests/s, latency p50 / p99", load_cells(before), ""],
+            [f"the same, requests waiting during a decode decoded together, up to {r['serve_max_batch']} "
+             "(after; the registered model): requests/s, latency p50 / p99", load_cells(r), ""],
+            ["batching concurrent requests: requests/s after / before; identical answers",
+             f"{_x(r['serve_batching_speedup'])}; {100 * r['serve_same_output']:.1f}%", ""],
+            ["served model: failed requests, before and after", f"**{errors}** of {requests + errors:,}",
+             _target(0, errors, "0")]]
 
 
 def ctranslate2_rows(r: dict[str, Any]) -> list[list[str]]:

@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -144,7 +146,7 @@ def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(p
     # (selection BLEU, test BLEU): the second has the best test score, and must not win on it.
     for select_bleu, test_bleu in ((10.0, 10.0), (5.0, 50.0), (12.0, 1.0)):
         with mlflow.start_run():
-            results.append(log_and_register_model(root / "models/export", name, select_bleu, test_bleu, decode))
+            results.append(log_and_register_model(root / "models/export", name, select_bleu, test_bleu, decode, 1))
     assert [r["promoted"] for r in results] == [True, False, True]
     assert results[1]["champion_version"] == results[0]["version"]
     assert str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version) == results[2]["version"]
@@ -201,6 +203,32 @@ def test_served_champion_translates(model_server, pipeline_repo):
     assert answer["predictions"] == [t.text for t in local]
     status, answer = post(model_server, json.dumps({"inputs": [{"nl": "print x"}], "params": {"beam_size": 1}}))
     assert status == 200 and len(answer["predictions"]) == 1
+
+
+def test_served_champion_decodes_concurrent_requests_together_and_answers_each_its_own(
+        model_server, pipeline_repo, monkeypatch):
+    import mlflow
+
+    from nmt.data.pairs import read_jsonl
+    from nmt.decoding.translator import Translator
+
+    root, _ = pipeline_repo
+    mlflow_client(root, monkeypatch)
+    # the registered model records how many concurrent descriptions one decode may take (params.yaml's default)
+    assert mlflow.pyfunc.load_model("models:/nmt-text2code@champion").model_config == {"max_batch": 32}
+    texts = [r["nl"] for r in read_jsonl(root / "data/raw/test.jsonl")][:12]
+    start = threading.Barrier(len(texts))
+
+    def ask(text: str) -> tuple[int, dict]:
+        start.wait()  # all at once, so they queue behind each other's decode
+        return post(model_server, json.dumps({"inputs": [{"nl": text}]}))
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        answers = list(pool.map(ask, texts))
+    local = Translator.from_pretrained(root / "models/export", device="cpu")
+    alone = [local.translate([text], beam_size=4, max_len_b=16)[0].text for text in texts]
+    assert [status for status, _ in answers] == [200] * len(texts)
+    assert [answer["predictions"] for _, answer in answers] == [[a] for a in alone]
 
 
 @pytest.mark.parametrize("body, names", [

@@ -117,7 +117,7 @@ def register(params: Params, paths: ExportLayout) -> None:
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
         select_bleu, test_bleu = read_json(paths.train_metrics)["best_dev_bleu"], read_json(paths.eval_metrics)["bleu"]
         result = run.guarded("the model", lambda: log_and_register_model(
-            paths.out, params.export.name, select_bleu, test_bleu, decode_defaults))
+            paths.out, params.export.name, select_bleu, test_bleu, decode_defaults, params.export.serve_max_batch))
     if result is None:  # the store stopped answering and mlflow.required is false: warned already
         return
     verdict = ("is the new champion" if result["promoted"] else

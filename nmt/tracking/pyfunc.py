@@ -12,6 +12,11 @@ one string per object. Decoding options go in ``params``, defaulting to those of
          -d '{"inputs": [{"nl": "return the absolute value of x"}], "params": {"beam_size": 4}}'
     {"predictions": ["return abs ( x )"]}
 
+Concurrent requests are decoded together (:mod:`nmt.decoding.batcher`): the scoring server runs
+each request's ``predict`` in its own thread, and those waiting while a decode runs join the next
+one, up to ``max_batch`` descriptions (the model config that ``export.serve_max_batch`` records;
+1 decodes each request apart). Each request gets exactly its own translations back.
+
 Every bad request (not JSON, no ``inputs``, a wrong key, an empty list, a non-string, an
 out-of-range param) gets a 400 with MLflow's INVALID_PARAMETER_VALUE and a message naming it.
 """
@@ -42,7 +47,11 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from nmt.decoding.translator import Translator
 
+        from nmt.decoding.batcher import MicroBatcher
+
         self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
+        max_batch = int((context.model_config or {}).get("max_batch", 1))
+        self.batcher = MicroBatcher(self.translator.translate, max_batch)
 
     def predict(self, context, model_input: list[Description], params: dict[str, Any] | None = None) -> list[str]:
         if not model_input:
@@ -52,7 +61,7 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
         given = {k: v for k, v in (params or {}).items() if k in REQUEST_PARAMS}
         try:
             settings = self.translator.settings(**given)  # built once, from the request over the model's defaults
-            translations = self.translator.translate([d.nl for d in model_input], settings)
+            translations = self.batcher.translate([d.nl for d in model_input], settings)
         except ValueError as e:  # a bad decoding option, named by the Translator
             raise MlflowException.invalid_parameter_value(f"bad params: {e}") from e
         return [t.text for t in translations]
