@@ -30,6 +30,7 @@ from nmt.model import Transformer, sinusoidal_table
 from nmt.training.step import make_optimizer, optimizer_step
 
 VOCAB, BATCH = 5000, 64
+LENGTHS = (24, 128)  # source = target length of each timed shape; MFU's target is set on the last
 SHAPE = ModelConfig(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, d_ff=1024, dropout=0.1, max_len=512,
                     copy=False)  # the plain Transformer nn.Transformer is compared with
 TRAIN = TrainConfig(lr=1e-4, warmup_steps=0, label_smoothing=0.1, clip_norm=1.0)
@@ -70,20 +71,28 @@ def torch_step(model: TorchTransformer, batch: Batch, optimizer: torch.optim.Opt
     optimizer.zero_grad(set_to_none=True)
 
 
-def random_batch(length: int, device: torch.device, seed: int = 0) -> Batch:
-    """BATCH full-length pairs (no padding: both models see the same dense work)."""
+def random_batch(length: int, device: torch.device, seed: int = 0, batch: int = BATCH, vocab: int = VOCAB) -> Batch:
+    """``batch`` full-length pairs (no padding: both models see the same dense work)."""
     g = torch.Generator().manual_seed(seed)
-    src = torch.randint(3, VOCAB, (BATCH, length), generator=g)
-    tgt = torch.randint(3, VOCAB, (BATCH, length + 1), generator=g)
-    batch = Batch(src, torch.ones_like(src, dtype=torch.bool), tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous(),
-                  BATCH * length)
-    return batch.to(device)
+    src = torch.randint(3, vocab, (batch, length), generator=g)
+    tgt = torch.randint(3, vocab, (batch, length + 1), generator=g)
+    out = Batch(src, torch.ones_like(src, dtype=torch.bool), tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous(),
+                batch * length)
+    return out.to(device)
 
 
-def ours(device: torch.device) -> tuple[Transformer, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    model = Transformer(SHAPE, VOCAB, PAD).to(device).train()
+def ours(device: torch.device, cfg: ModelConfig = SHAPE, vocab: int = VOCAB
+         ) -> tuple[Transformer, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    model = Transformer(cfg, vocab, PAD).to(device).train()
     optimizer = make_optimizer(model, TRAIN)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def torch_baseline(device: torch.device, cfg: ModelConfig = SHAPE, vocab: int = VOCAB
+                   ) -> tuple[TorchTransformer, torch.optim.Optimizer]:
+    """``nn.Transformer`` dressed as ours, with the same fused AdamW."""
+    model = TorchTransformer(cfg, vocab).to(device).train()
+    return model, torch.optim.AdamW(model.parameters(), lr=TRAIN.lr, betas=(TRAIN.beta1, TRAIN.beta2), fused=True)
 
 
 def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: float | None = None) -> dict:
@@ -104,8 +113,7 @@ def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: f
     rss_ours = peak_rss_mb()
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
-    baseline = TorchTransformer(SHAPE, VOCAB).to(device).train()
-    base_opt = torch.optim.AdamW(baseline.parameters(), lr=TRAIN.lr, betas=(TRAIN.beta1, TRAIN.beta2), fused=True)
+    baseline, base_opt = torch_baseline(device)
 
     def base_step() -> None:
         with autocast(device):
