@@ -33,7 +33,7 @@ from nmt.flops import measure_peak, measure_peak_flops
 from nmt.io import atomic_write_json
 from nmt.report import benchmarks_table
 
-LENGTHS = (24, 128)
+LENGTHS = train_step.LENGTHS
 MFU_RUNS_KEPT = 5  # enough to see a spread, few enough that an old machine state ages out
 
 

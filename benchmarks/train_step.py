@@ -33,6 +33,7 @@ from nmt.tokenizer import Tokenizer
 from nmt.training.step import make_optimizer, optimizer_step
 
 VOCAB, BATCH = 5000, 64
+LENGTHS = (24, 128)  # source = target length of each timed shape; MFU's target is set on the last
 SHAPE = ModelConfig(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, d_ff=1024, dropout=0.1, max_len=512,
                     copy=False)  # the plain Transformer nn.Transformer is compared with
 TRAIN = TrainConfig(lr=1e-4, warmup_steps=0, label_smoothing=0.1, clip_norm=1.0)
@@ -91,6 +92,13 @@ def ours(device: torch.device, shape: ModelConfig = SHAPE, vocab: int = VOCAB,
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
+def torch_baseline(device: torch.device, cfg: ModelConfig = SHAPE, vocab: int = VOCAB
+                   ) -> tuple[TorchTransformer, torch.optim.Optimizer]:
+    """``nn.Transformer`` dressed as ours, with the same fused AdamW."""
+    model = TorchTransformer(cfg, vocab).to(device).train()
+    return model, torch.optim.AdamW(model.parameters(), lr=TRAIN.lr, betas=(TRAIN.beta1, TRAIN.beta2), fused=True)
+
+
 def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: float | None = None) -> dict:
     """Ours and torch's at one shape, in this process: tokens/s, ratio, and (given the peak) MFU.
 
@@ -109,8 +117,7 @@ def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: f
     rss_ours = peak_rss_mb()
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
-    baseline = TorchTransformer(SHAPE, VOCAB).to(device).train()
-    base_opt = torch.optim.AdamW(baseline.parameters(), lr=TRAIN.lr, betas=(TRAIN.beta1, TRAIN.beta2), fused=True)
+    baseline, base_opt = torch_baseline(device)
 
     def base_step() -> None:
         with autocast(device):

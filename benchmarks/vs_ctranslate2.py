@@ -57,6 +57,10 @@ from nmt.model import Transformer, target_nll
 
 PAD, EOS = 0, 2
 COMPUTE_TYPES = {"fp32": "float32", "int8": "int8"}
+# `make bench`'s setting: beam 4 over 64 sources of 24 tokens, 32 output tokens each, every CTranslate2
+# max_batch_size (0: all sources in one batch), 3 repeats; --quick: 8 tokens, one batch, one repeat.
+SOURCES, SOURCE_LEN, BEAM, STEPS, BATCH_SIZES, REPEATS = 64, 24, 4, 32, (0, 16, 32), 3
+QUICK_STEPS, QUICK_BATCH_SIZES = 8, (0,)
 
 
 def thread_counts() -> list[int]:
@@ -164,24 +168,38 @@ def max_logprob_diff(model: Transformer, model_dir: Path, src: torch.Tensor, tgt
     return float((ours - theirs).abs().max())
 
 
-def beam_vs_ctranslate2(repeats: int, steps: int, batch: int = 64, beam: int = 4,
-                        batch_sizes: tuple[int, ...] = (0, 16, 32)) -> dict:
-    """Ours against CTranslate2's fastest setting, fp32 and int8, and their log-probabilities. CPU only."""
+def benchmark_model(batch: int = SOURCES, cfg: ModelConfig = SHAPE, vocab: int = VOCAB
+                    ) -> tuple[Transformer, torch.Tensor, torch.Tensor]:
+    """The random-weight model both engines run (copy off: SHAPE's model.copy is False) and its
+    ``batch`` sources of SOURCE_LEN tokens with their mask."""
     torch.manual_seed(0)
-    model = Transformer(SHAPE, VOCAB).eval()  # copy off: SHAPE's model.copy is False
-    src = torch.randint(3, VOCAB, (batch, 24))
-    mask = torch.ones_like(src, dtype=torch.bool)
+    model = Transformer(cfg, vocab).eval()
+    src = torch.randint(3, vocab, (batch, SOURCE_LEN))
+    return model, src, torch.ones_like(src, dtype=torch.bool)
+
+
+def our_beam_searches(model: Transformer, src: torch.Tensor, mask: torch.Tensor, steps: int,
+                      beam: int) -> dict[str, Callable[[], None]]:
+    """Our beam search forced to ``steps`` tokens, in fp32 and with nmt's int8 (nmt.decoding.quantize),
+    keyed by COMPUTE_TYPES' names."""
+    model_int8 = quantize(copy.deepcopy(model), "int8")
+
+    def search(m: Transformer) -> Callable[[], None]:
+        @torch.inference_mode()
+        def call() -> None:
+            beam_search(m, src, mask, BOS, NEVER, steps, beam_size=beam)
+        return call
+
+    return {"fp32": search(model), "int8": search(model_int8)}
+
+
+def beam_vs_ctranslate2(repeats: int, steps: int, batch: int = SOURCES, beam: int = BEAM,
+                        batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
+    """Ours against CTranslate2's fastest setting, fp32 and int8, and their log-probabilities. CPU only."""
+    model, src, mask = benchmark_model(batch)
     sources = [[str(i) for i in row] for row in src.tolist()]
-
-    model_int8 = quantize(copy.deepcopy(model), "int8")  # nmt's own int8 (nmt.decoding.quantize)
-
-    @torch.inference_mode()
-    def ours() -> None:
-        beam_search(model, src, mask, BOS, NEVER, steps, beam_size=beam)
-
-    @torch.inference_mode()
-    def ours_int8() -> None:
-        beam_search(model_int8, src, mask, BOS, NEVER, steps, beam_size=beam)
+    searches = our_beam_searches(model, src, mask, steps, beam)
+    ours, ours_int8 = searches["fp32"], searches["int8"]
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = convert(model, Path(tmp) / "ct2", BOS, EOS)
@@ -217,8 +235,9 @@ def measure(quick: bool) -> dict:
     """`make bench`'s figures (32 tokens, 3 repeats, every batch setting; agreement after 300 training
     steps), or a --quick smoke run's."""
     if quick:
-        return beam_vs_ctranslate2(repeats=1, steps=8, batch_sizes=(0,)) | agreement(train_steps=100, n_sources=64)
-    return beam_vs_ctranslate2(repeats=3, steps=32) | agreement(train_steps=300)
+        return (beam_vs_ctranslate2(repeats=1, steps=QUICK_STEPS, batch_sizes=QUICK_BATCH_SIZES)
+                | agreement(train_steps=100, n_sources=64))
+    return beam_vs_ctranslate2(repeats=REPEATS, steps=STEPS) | agreement(train_steps=300)
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ differs from a fresh rendering. No figure is typed by hand: each comes from
 - ``results/<recipe>-<date>.json``: ``python -m nmt.recipes <recipe> --run`` (the newest file);
 - ``results/published.json``: published scores, each with its source;
 - ``benchmarks/results.json``: ``python -m benchmarks``; its ``gpu`` key, ``bash benchmarks/gpu.sh`` on a GPU;
-- ``results/scaling.json``: ``bash benchmarks/ddp_scaling.sh``.
+- ``results/scaling.json``: ``bash benchmarks/ddp_scaling.sh``;
+- ``results/profiles.json``: ``python -m benchmarks.profiles``.
 
 A file that is not there renders as the command that writes it, never as a made-up figure.
 """
@@ -36,6 +37,7 @@ PARAMS = Path("params.yaml")
 EVAL, TRAIN, CURVE = Path("metrics/eval.json"), Path("metrics/train.json"), Path("metrics/train_curve.csv")
 EXAMPLES, ABLATION = Path("plots/examples.md"), Path("results/default-ablation.json")
 PUBLISHED, BENCH, SCALING = Path("results/published.json"), Path("benchmarks/results.json"), Path("results/scaling.json")
+PROFILES = Path("results/profiles.json")
 MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 SCORES = (("exact_match", "exact match %"), ("bleu", "BLEU"), ("chrf", "chrF"), ("syntax_valid", "syntax-valid %"))
 RETRIEVAL = "retrieval baseline: code of the nearest training description (TF-IDF)"
@@ -430,6 +432,75 @@ def scaling(root: Path) -> str:
             + f"\n`{r['command']}` at commit {r['commit'][:7]}, {_machine(r['machine'])}, {_minutes(r['seconds'])}.\n")
 
 
+# --------------------------------------------------------------------------- profiles of the misses
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def _ops(ops: list[dict], n: int = 3) -> str:
+    return ", ".join(f"`{o['op'].removeprefix('aten::')}` {_pct(o['share'])}" for o in ops[:n])
+
+
+def _training_rows(t: dict) -> list[list[str]]:
+    rows = []
+    for length, r in t["by_length"].items():
+        ours, theirs = r["ours"], r["torch"]
+        gap = ", ".join(f"`{g['op'].removeprefix('aten::')}` {g['ours_ms']:,.0f} / {g['theirs_ms']:,.0f}"
+                        for g in r["gap"][:3])
+        rows.append([f"training, length {length}: ours / `nn.Transformer` {_x(r['speedup_vs_torch'])} (≥ 1.2×)",
+                     f"matmuls {_pct(ours['matmul_share'])} of our step ({ours['matmul_ms']:,.0f} ms of "
+                     f"{ours['profiled_wall_ms']:,.0f}), {_pct(theirs['matmul_share'])} of theirs; our largest "
+                     f"others, ms ours / theirs: {gap}",
+                     f"{_x(r['bound_vs_torch'])} with nothing outside our matmuls"])
+    headline = t["by_length"][list(t["by_length"])[-1]]
+    m = headline["mfu"]
+    rows.append([f"MFU, length {headline['length']}: **{m['mfu']:.1%}** (≥ 60 %)",
+                 f"matmuls {_pct(m['matmul_share_of_step'])} of the step × running at "
+                 f"{_pct(m['matmul_efficiency'])} of the {m['peak_flop_s'] / 1e9:,.0f} GFLOP/s peak "
+                 f"({m['matmul_flop_s'] / 1e9:,.0f} GFLOP/s) × {_pct(m['useful_share'])} of their FLOPs counted by MFU",
+                 f"**{m['mfu_if_only_matmuls']:.1%}** for a step of nothing but its matmuls"])
+    return rows
+
+
+def _beam_rows(b: dict) -> list[list[str]]:
+    rows = []
+    for kind in ("fp32", "int8"):
+        r, ours = b[kind], b[kind]["ours"]
+        rows.append([f"beam {b['beam']} × {b['sources']} sources × {b['output_tokens']} tokens, {kind}: ours / "
+                     f"CTranslate2 ({r['ctranslate2_setting']}) {_x(r['ratio'])} (≥ 0.67×)",
+                     f"our {ours['profiled_wall_ms']:,.0f} ms: matmuls {_pct(ours['matmul_share'])}, other operators "
+                     f"{_pct(ours['op_share'] - ours['matmul_share'])} (top: {_ops(ours['top_ops'])}), outside any "
+                     f"operator (Python, dispatch) {_pct(1 - ours['op_share'])}; CTranslate2 "
+                     f"{r['ctranslate2_wall_ms']:,.0f} ms",
+                     f"{_x(r['bound_no_overhead'])} with no time outside operators, {_x(r['bound_matmul_only'])} "
+                     "with matmuls only"])
+    return rows
+
+
+def _int8_rows(r: dict) -> list[list[str]]:
+    fp32, q8 = r["fp32"], r["int8"]
+    return [[f"int8 decoding, {r['n']:,} test descriptions: int8 / float32 {_x(r['speedup'])} (≥ 1.5×)",
+             f"the layers int8 quantizes take {_pct(fp32['linear_share'])} of the float32 decode; int8 runs them in "
+             f"{r['linear_time_ratio']:.2f}× the time, and they are then {_pct(q8['linear_share'])} of the int8 "
+             f"decode (its largest operators: {_ops(q8['top_ops'])})",
+             f"{_x(r['amdahl_bound'])} with infinitely fast linear layers (Amdahl)"]]
+
+
+def profiles(root: Path) -> str:
+    """``results/profiles.json``: each missed speed target, what its profile shows, and the bound it implies."""
+    if not (root / PROFILES).is_file():
+        return _missing(PROFILES, "python -m benchmarks.profiles")
+    r = read_json(root / PROFILES)
+    rows = _training_rows(r["training"])
+    for key, section_rows, what in (("beam_vs_ctranslate2", _beam_rows, "beam search vs CTranslate2"),
+                                    ("int8", _int8_rows, "int8 decoding")):
+        section = r[key]
+        rows += [[what, section["skipped"], ""]] if "skipped" in section else section_rows(section)
+    return (_table(["miss (this run)", "what the profile shows", "bound"], rows)
+            + f"\n`{r['command']}` at commit {r['commit'][:7]}{' (uncommitted changes)' if r['dirty'] else ''} on "
+            f"{r['date'][:10]}, {_machine(r['machine'])}, {_minutes(r['seconds'])}.\n")
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "default-results": default_results,
     "default-curve": default_curve,
@@ -443,6 +514,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "benchmarks": benchmarks,
     "gpu": gpu,
     "scaling": scaling,
+    "profiles": profiles,
 }
 
 

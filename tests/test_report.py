@@ -110,3 +110,8 @@ def test_the_deployment_rows_show_each_figure_with_its_target():
     stripped = {k: v for k, v in base.items() if k not in unmeasured_keys}
     unmeasured = benchmarks_table(stripped | {"int8": "not run: models/export/config.json not found"})
     assert "| int8 decoding: tok/s int8 / float32 | not run: models/export/config.json not found | ≥ 1.5× |" in unmeasured
+
+
+def test_a_missing_profiles_file_renders_the_command_that_writes_it(tmp_path: Path):
+    assert report.profiles(tmp_path) == ("Not measured yet: `python -m benchmarks.profiles` writes "
+                                         "`results/profiles.json`.\n")
