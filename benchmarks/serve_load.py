@@ -16,10 +16,10 @@ The server is stopped at the end whatever happened.
 
 **Before and after batching.** The scoring server runs each request's ``predict`` in its own
 thread; the served model gathers the requests that wait while a decode runs into the next one
-(:mod:`nmt.decoding.batcher`, up to ``export.serve_max_batch`` descriptions). The load runs twice,
-on the same pyfunc saved with ``max_batch`` 1 (each request decoded apart: ``serve_unbatched``,
-the same four figures) and with params.yaml's ``export.serve_max_batch`` (the keys above, what the
-registered model does); ``serve_batching_speedup`` is the ratio of their requests/s, and
+(:mod:`nmt.decoding.batcher`, up to ``export.serve_max_batch`` descriptions, waiting at most
+``export.serve_max_wait_ms`` for them). The load runs twice, on the same pyfunc saved with
+``max_batch`` 1 (each request decoded apart: ``serve_unbatched``, the same four figures) and with
+params.yaml's batching (the keys above, what the registered model does); ``serve_batching_speedup`` is the ratio of their requests/s, and
 ``serve_same_output`` the share of descriptions answered in both runs whose answers are identical.
 """
 
@@ -185,23 +185,23 @@ def run_load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
             "answers": load.answers}
 
 
-def served_pyfunc(model_dir: Path, tmp: Path, max_batch: int) -> Path:
+def served_pyfunc(model_dir: Path, tmp: Path, max_batch: int, max_wait_ms: float = 0.0) -> Path:
     """``model_dir`` saved as the registered pyfunc under ``tmp``, its params example the model's
-    decoding, decoding up to ``max_batch`` concurrent descriptions together."""
+    decoding, decoding up to ``max_batch`` concurrent descriptions together (waiting ``max_wait_ms``)."""
     from dataclasses import replace
 
     from nmt.decoding.translator import BUILTIN_SETTINGS
-    from nmt.tracking.registry import save_pyfunc
+    from nmt.tracking.registry import save_pyfunc, serving_config
 
     recorded = read_json(model_dir / "config.json").get("decoding") or {}
     return save_pyfunc(model_dir, tmp / f"pyfunc-{max_batch}", replace(BUILTIN_SETTINGS, **recorded).recorded(),
-                       max_batch)
+                       serving_config(max_batch, max_wait_ms))
 
 
-def serve(model_dir: Path, texts: list[str], max_batch: int, clients: int, seconds: float) -> dict:
-    """The load on the model served with ``max_batch``; the server is stopped before this returns."""
+def serve(model_dir: Path, texts: list[str], max_batch: int, max_wait_ms: float, clients: int, seconds: float) -> dict:
+    """The load on the model served with this batching; the server is stopped before this returns."""
     with tempfile.TemporaryDirectory(prefix="nmt-serve-") as tmp, \
-            mlflow_server(served_pyfunc(model_dir, Path(tmp), max_batch)) as url:
+            mlflow_server(served_pyfunc(model_dir, Path(tmp), max_batch, max_wait_ms)) as url:
         return run_load(url, texts, clients, seconds)
 
 
@@ -212,22 +212,23 @@ def same_output(a: dict[str, str], b: dict[str, str]) -> float | None:
 
 
 def serve_load(model_dir: Path = MODEL, data: Path = DATA, quick: bool = False, seconds: float | None = None,
-               clients: int = 8, max_batch: int | None = None) -> dict:
+               clients: int = 8, max_batch: int | None = None, max_wait_ms: float | None = None) -> dict:
     """The exported model served by MLflow under ``clients`` concurrent clients for ``seconds``
     (default 60, ``quick`` 5), each request decoded apart, then batched up to ``max_batch``
-    (default: params.yaml's ``export.serve_max_batch``)."""
+    waiting ``max_wait_ms`` (defaults: params.yaml's ``export.serve_max_batch`` / ``serve_max_wait_ms``)."""
     reason = missing(model_dir, data)
     if reason is not None:
         return {"serve_load": reason}
-    if max_batch is None:
-        max_batch = load_params().export.serve_max_batch
+    export = load_params().export
+    max_batch = export.serve_max_batch if max_batch is None else max_batch
+    max_wait_ms = export.serve_max_wait_ms if max_wait_ms is None else max_wait_ms
     texts = [r["nl"] for r in read_jsonl(data)]
     seconds = seconds if seconds is not None else 5 if quick else 60
-    before = serve(model_dir, texts, 1, clients, seconds)
-    after = serve(model_dir, texts, max_batch, clients, seconds)
+    before = serve(model_dir, texts, 1, 0.0, clients, seconds)
+    after = serve(model_dir, texts, max_batch, max_wait_ms, clients, seconds)
     unbatched = {k: v for k, v in before.items() if k != "answers"}
     return ({k: v for k, v in after.items() if k != "answers"}
-            | {"serve_max_batch": max_batch, "serve_unbatched": unbatched,
+            | {"serve_max_batch": max_batch, "serve_max_wait_ms": max_wait_ms, "serve_unbatched": unbatched,
                "serve_batching_speedup": round(after["serve_requests_per_s"] / before["serve_requests_per_s"], 2)
                if before["serve_requests_per_s"] else None,
                "serve_same_output": same_output(before["answers"], after["answers"])})
@@ -242,11 +243,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="JSON lines whose 'nl' are the requests")
     ap.add_argument("--max-batch", type=int, default=None,
                     help="descriptions decoded together in the batched run (default: params.yaml export.serve_max_batch)")
+    ap.add_argument("--max-wait-ms", type=float, default=None,
+                    help="how long a batch waits for company (default: params.yaml export.serve_max_wait_ms)")
     args = ap.parse_args()
-    if args.clients < 1 or (args.seconds is not None and args.seconds <= 0) or (args.max_batch or 1) < 1:
-        ap.error("--clients and --max-batch must be >= 1 and --seconds > 0")
-    print(json.dumps(serve_load(args.model, args.data, args.quick, args.seconds, args.clients, args.max_batch),
-                     indent=2))
+    if args.clients < 1 or (args.seconds is not None and args.seconds <= 0) or (args.max_batch or 1) < 1 \
+            or (args.max_wait_ms or 0) < 0:
+        ap.error("--clients and --max-batch must be >= 1, --seconds > 0 and --max-wait-ms >= 0")
+    print(json.dumps(serve_load(args.model, args.data, args.quick, args.seconds, args.clients, args.max_batch,
+                                args.max_wait_ms), indent=2))
 
 
 if __name__ == "__main__":

@@ -265,6 +265,8 @@ class ExportConfig:
     register: bool = opt(True, "log the exported model to MLflow as a pyfunc and register it under export.name (needs mlflow.enabled)")
     serve_max_batch: int = opt(32, "the served model decodes concurrent requests together, up to this many descriptions "
                                    "in one batch (1 = each request apart)", *positive)
+    serve_max_wait_ms: float = opt(10.0, "the served model waits at most this long for concurrent requests to join a "
+                                         "batch before decoding it", *non_negative)
 
 
 @dataclass

@@ -312,8 +312,9 @@ def _serve_rows(r: dict[str, Any], not_yet: str) -> list[list[str]]:
                 ["served model, concurrent requests decoded together: before / after", not_yet, ""]]
     errors, requests = r["serve_errors"] + before["serve_errors"], load["requests"] + before["serve_load"]["requests"]
     return [[f"{what}, each decoded apart (before): requests/s, latency p50 / p99", load_cells(before), ""],
-            [f"the same, requests waiting during a decode decoded together, up to {r['serve_max_batch']} "
-             "(after; the registered model): requests/s, latency p50 / p99", load_cells(r), ""],
+            [f"the same, requests waiting during a decode decoded together, up to {r['serve_max_batch']}, "
+             f"waiting ≤ {r.get('serve_max_wait_ms', 0):g} ms for them (after; the registered model): requests/s, "
+             "latency p50 / p99", load_cells(r), ""],
             ["batching concurrent requests: requests/s after / before; identical answers",
              f"{_x(r['serve_batching_speedup'])}; {100 * r['serve_same_output']:.1f}%", ""],
             ["served model: failed requests, before and after", f"**{errors}** of {requests + errors:,}",

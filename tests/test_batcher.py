@@ -113,3 +113,41 @@ def test_a_closed_batcher_refuses_new_requests():
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.translate(["y"], "s")
+
+
+def test_closed_loop_clients_merge_into_one_batch_when_the_batch_waits_for_company():
+    """Each client sends its next request as soon as its answer comes: without a wait the clients
+    split into groups that alternate; a few milliseconds let every client join one batch."""
+    def sizes(max_wait_s: float) -> list[int]:
+        decoder = SlowDecoder(0.02)
+        batcher = MicroBatcher(decoder, max_batch=32, max_wait_s=max_wait_s)
+
+        def client(k: int) -> None:
+            if k:  # one client first, so the first decode starts alone and the others queue behind it
+                time.sleep(0.005)
+            for i in range(8):
+                assert batcher.translate([f"c{k} r{i}"], "s") == [f"C{k} R{i}/s"]
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(client, range(4)))
+        batcher.close()
+        return [len(texts) for texts, _ in decoder.calls]
+
+    assert max(sizes(0.0)) < 4  # the first client's decode splits them, and the groups never merge
+    merged = sizes(0.05)
+    assert merged.count(4) >= len(merged) - 2  # all four together, but for the first decode or two
+
+
+def test_a_lone_request_waits_at_most_max_wait_and_a_full_batch_not_at_all():
+    decoder = SlowDecoder(0.0)
+    batcher = MicroBatcher(decoder, max_batch=2, max_wait_s=0.3)
+    t0 = time.perf_counter()
+    assert batcher.translate(["a"], "s") == ["A/s"]
+    waited = time.perf_counter() - t0
+    assert 0.25 <= waited < 5  # it waited for company, and then decoded alone
+    t0 = time.perf_counter()
+    assert batcher.translate(["b", "c"], "s") == ["B/s", "C/s"]  # max_batch queued: no wait
+    assert time.perf_counter() - t0 < 0.25
+    batcher.close()
+    with pytest.raises(ValueError, match="max_wait_s must be >= 0"):
+        MicroBatcher(decoder, max_batch=2, max_wait_s=-1)

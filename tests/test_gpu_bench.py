@@ -61,7 +61,7 @@ def test_transformer_base_records_every_variant_with_its_mfu(dry_run: Path):
         assert v["step_flops"] == train_step_flops(shape.model, shape.vocab, v["batch"], shape.length, shape.length)
         assert 0 < v["mfu"] <= 1
         assert v["mfu"] == pytest.approx(v["step_flops"] / v["step_s"] / r["peak_flops"], rel=1e-3)
-        assert v["tok_s"] == round(v["tokens"] / v["step_s"])
+        assert v["tok_s"] == pytest.approx(v["tokens"] / v["step_s"], rel=2e-3)  # step_s is recorded rounded
     best = max(r["variants"], key=lambda n: r["variants"][n]["mfu"])
     assert (r["best"], r["best_mfu"]) == (best, r["variants"][best]["mfu"])
     assert r["skipped"] == {} and r["failed"] == {}
@@ -103,7 +103,7 @@ def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
     assert r["data"].startswith("real: django train split") and f"vocabulary {stats_vocab:,}" in r["data"]
     assert r["batch_tokens"] == 4096 and r["model"]["copy"] is True
     assert r["precision"] == "fp32" and r["peak_flops_dtype"] == "float32"  # precision auto on the CPU
-    assert 0 < r["tokens"] <= r["batch_tokens"] and r["tok_s"] == round(r["tokens"] / r["seconds"])
+    assert 0 < r["tokens"] <= r["batch_tokens"] and r["tok_s"] == pytest.approx(r["tokens"] / r["seconds"], rel=2e-3)
     assert 0 < r["mfu"] <= 1
 
 

@@ -135,7 +135,7 @@ def test_export_registers_a_pyfunc_version_that_is_champion(pipeline_repo, monke
 def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(pipeline_repo, monkeypatch, tmp_path):
     import mlflow
 
-    from nmt.tracking.registry import log_and_register_model
+    from nmt.tracking.registry import log_and_register_model, serving_config
 
     root, _ = pipeline_repo
     mlflow_client(root, monkeypatch)
@@ -146,7 +146,8 @@ def test_champion_moves_only_to_a_better_selection_bleu_whatever_the_test_bleu(p
     # (selection BLEU, test BLEU): the second has the best test score, and must not win on it.
     for select_bleu, test_bleu in ((10.0, 10.0), (5.0, 50.0), (12.0, 1.0)):
         with mlflow.start_run():
-            results.append(log_and_register_model(root / "models/export", name, select_bleu, test_bleu, decode, 1))
+            results.append(log_and_register_model(root / "models/export", name, select_bleu, test_bleu, decode,
+                                                  serving_config(1, 0.0)))
     assert [r["promoted"] for r in results] == [True, False, True]
     assert results[1]["champion_version"] == results[0]["version"]
     assert str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version) == results[2]["version"]
@@ -215,7 +216,7 @@ def test_served_champion_decodes_concurrent_requests_together_and_answers_each_i
     root, _ = pipeline_repo
     mlflow_client(root, monkeypatch)
     # the registered model records how many concurrent descriptions one decode may take (params.yaml's default)
-    assert mlflow.pyfunc.load_model("models:/nmt-text2code@champion").model_config == {"max_batch": 32}
+    assert mlflow.pyfunc.load_model("models:/nmt-text2code@champion").model_config == {"max_batch": 32, "max_wait_ms": 10.0}
     texts = [r["nl"] for r in read_jsonl(root / "data/raw/test.jsonl")][:12]
     start = threading.Barrier(len(texts))
 

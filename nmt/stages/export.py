@@ -26,7 +26,7 @@ from nmt.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_wr
 from nmt.layout import ExportLayout
 from nmt.params import to_dict
 from nmt.retrieval import PAIRS_FILE, pairs_bytes
-from nmt.tracking.registry import log_and_register_model
+from nmt.tracking.registry import log_and_register_model, serving_config
 from nmt.tracking.run import Run
 
 
@@ -117,7 +117,8 @@ def register(params: Params, paths: ExportLayout) -> None:
         run.log_artifact("dvc.lock")  # the lock of the stages that made this model (export's own comes after)
         select_bleu, test_bleu = read_json(paths.train_metrics)["best_dev_bleu"], read_json(paths.eval_metrics)["bleu"]
         result = run.guarded("the model", lambda: log_and_register_model(
-            paths.out, params.export.name, select_bleu, test_bleu, decode_defaults, params.export.serve_max_batch))
+            paths.out, params.export.name, select_bleu, test_bleu, decode_defaults,
+            serving_config(params.export.serve_max_batch, params.export.serve_max_wait_ms)))
     if result is None:  # the store stopped answering and mlflow.required is false: warned already
         return
     verdict = ("is the new champion" if result["promoted"] else

@@ -14,8 +14,8 @@ one string per object. Decoding options go in ``params``, defaulting to those of
 
 Concurrent requests are decoded together (:mod:`nmt.decoding.batcher`): the scoring server runs
 each request's ``predict`` in its own thread, and those waiting while a decode runs join the next
-one, up to ``max_batch`` descriptions (the model config that ``export.serve_max_batch`` records;
-1 decodes each request apart). Each request gets exactly its own translations back.
+one, up to ``max_batch`` descriptions, waiting at most ``max_wait_ms`` for them (the model config
+that ``export.serve_max_batch`` and ``serve_max_wait_ms`` record; ``max_batch`` 1 decodes each request apart). Each request gets exactly its own translations back.
 
 Every bad request (not JSON, no ``inputs``, a wrong key, an empty list, a non-string, an
 out-of-range param) gets a 400 with MLflow's INVALID_PARAMETER_VALUE and a message naming it.
@@ -50,8 +50,9 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
         from nmt.decoding.batcher import MicroBatcher
 
         self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
-        max_batch = int((context.model_config or {}).get("max_batch", 1))
-        self.batcher = MicroBatcher(self.translator.translate, max_batch)
+        serving = context.model_config or {}  # nmt.tracking.registry.serving_config
+        self.batcher = MicroBatcher(self.translator.translate, int(serving.get("max_batch", 1)),
+                                    float(serving.get("max_wait_ms", 0.0)) / 1000)
 
     def predict(self, context, model_input: list[Description], params: dict[str, Any] | None = None) -> list[str]:
         if not model_input:

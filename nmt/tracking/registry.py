@@ -23,31 +23,37 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_REQUIREMENTS]
 
 
-def pyfunc_arguments(model_dir: Path, decode_defaults: dict[str, Any], max_batch: int) -> dict[str, Any]:
+def serving_config(max_batch: int, max_wait_ms: float) -> dict[str, Any]:
+    """The served model's batching (nmt.decoding.batcher), as its MLflow model config: how many
+    concurrent descriptions one decode takes (1 = each request apart), and how long it waits for them."""
+    return {"max_batch": max_batch, "max_wait_ms": max_wait_ms}
+
+
+def pyfunc_arguments(model_dir: Path, decode_defaults: dict[str, Any], serving: dict[str, Any]) -> dict[str, Any]:
     """What the served model is made of, as ``mlflow.pyfunc.log_model`` / ``save_model`` take it:
     the model-from-code script, the export directory, the ``nmt`` package, pinned requirements,
-    and ``max_batch`` (how many concurrent descriptions it decodes together, 1 = apart) as its model config."""
+    and ``serving`` (:func:`serving_config`) as its model config."""
     import nmt
-    from nmt.tracking import pyfunc as serving
+    from nmt.tracking.pyfunc import EXAMPLE
 
     package = Path(nmt.__file__).parent
     # The signature comes from predict's type hints; the example's params become the params schema.
     return {"python_model": str(package / "tracking" / "pyfunc_script.py"), "artifacts": {"model_dir": str(model_dir)},
-            "code_paths": [str(package)], "input_example": ([{"nl": serving.EXAMPLE}], decode_defaults),
-            "pip_requirements": pinned_requirements(), "model_config": {"max_batch": max_batch}}
+            "code_paths": [str(package)], "input_example": ([{"nl": EXAMPLE}], decode_defaults),
+            "pip_requirements": pinned_requirements(), "model_config": serving}
 
 
-def save_pyfunc(model_dir: Path, path: Path, decode_defaults: dict[str, Any], max_batch: int) -> Path:
+def save_pyfunc(model_dir: Path, path: Path, decode_defaults: dict[str, Any], serving: dict[str, Any]) -> Path:
     """``model_dir`` as the same pyfunc the export stage registers, saved at ``path`` (no run, no
     registry): ``mlflow models serve -m <path>`` serves it as it serves the champion."""
     import mlflow
 
-    mlflow.pyfunc.save_model(path=str(path), **pyfunc_arguments(model_dir, decode_defaults, max_batch))
+    mlflow.pyfunc.save_model(path=str(path), **pyfunc_arguments(model_dir, decode_defaults, serving))
     return path
 
 
 def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_bleu: float,
-                           decode_defaults: dict[str, Any], max_batch: int) -> dict:
+                           decode_defaults: dict[str, Any], serving: dict[str, Any]) -> dict:
     """Log ``model_dir`` as a pyfunc in the active run, register it as ``name``, maybe promote it.
 
     The new version gets the alias ``champion`` when its selection-split BLEU (the dev BLEU of its
@@ -59,7 +65,7 @@ def log_and_register_model(model_dir: Path, name: str, select_bleu: float, test_
     from mlflow.exceptions import MlflowException
 
     info = mlflow.pyfunc.log_model(name="model", registered_model_name=name,
-                                   **pyfunc_arguments(model_dir, decode_defaults, max_batch))
+                                   **pyfunc_arguments(model_dir, decode_defaults, serving))
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, version, "select_bleu", f"{select_bleu:.4f}")
