@@ -156,6 +156,40 @@ def django_curve(root: Path) -> str:
                     f"{r['dev_exact_match']:.1f}"] for r in result["curve"]])
 
 
+def _settings(command: list[str]) -> list[str]:
+    """The ``-S key=value`` settings of a ``dvc exp run`` command line."""
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-S"]
+
+
+def django_levers(root: Path) -> str:
+    """Each lever run at a proxy budget (``results/lever-django-NAME.json``: the result file of
+    ``python -m nmt.recipes django --run -S ...`` with the lever's settings, renamed) beside the
+    recipe's own run at the same steps. The schedule depends on the step only (inverse square
+    root), so a shorter run is the start of a longer one and the steps compare one for one."""
+    recipe = _recipe(root, "django")
+    paths = sorted(root.glob("results/lever-django-*.json"))
+    if recipe is None or not paths:
+        return _missing(Path("results/lever-django-NAME.json"),
+                        "python -m nmt.recipes django --run -S KEY=VALUE ..., its results/django-<date>.json renamed")
+    base, base_train = {r["step"]: r for r in recipe["curve"]}, recipe["metrics"]["train"]
+    rows = []
+    for path in paths:
+        lever = read_json(path)
+        settings = ", ".join(f"`{s}`" for s in _settings(lever["command"]) if s not in _settings(recipe["command"]))
+        train = lever["metrics"]["train"]
+        rows.append([settings, "training tok/s", f"{base_train['train_tokens_per_s']:,}",
+                     f"{train['train_tokens_per_s']:,} ({_x(train['train_tokens_per_s'] / base_train['train_tokens_per_s'])})"])
+        for r in lever["curve"]:
+            b = base.get(r["step"])
+            if b is not None:
+                rows.append(["", f"step {r['step']:,.0f}: dev exact match % / dev loss / dev BLEU",
+                             f"{b['dev_exact_match']:.1f} / {b['dev_loss']:.3f} / {b['dev_bleu']:.1f}",
+                             f"{r['dev_exact_match']:.1f} / {r['dev_loss']:.3f} / {r['dev_bleu']:.1f}"])
+    return (_table(["lever (settings over the recipe)", "measured", f"recipe (commit {recipe['commit'][:7]})",
+                    "with the lever"], rows)
+            + "\nDev is the selection split, decoded greedily during training.\n")
+
+
 def django_errors(root: Path) -> str:
     """Each error analysis of the Django recipe's export on the selection split
     (``results/error-analysis-django-*.json``, ``benchmarks/error_analysis.py``): one row per search."""
@@ -510,6 +544,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "django-results": django_results,
     "django-curve": django_curve,
     "django-errors": django_errors,
+    "django-levers": django_levers,
     "sweep": sweep,
     "published": published,
     "benchmarks": benchmarks,

@@ -116,3 +116,22 @@ def test_the_deployment_rows_show_each_figure_with_its_target():
 def test_a_missing_profiles_file_renders_the_command_that_writes_it(tmp_path: Path):
     assert report.profiles(tmp_path) == ("Not measured yet: `python -m benchmarks.profiles` writes "
                                          "`results/profiles.json`.\n")
+
+
+def test_a_lever_run_is_rendered_step_by_step_beside_the_recipe(tmp_path: Path):
+    (tmp_path / "results").mkdir()
+    assert "python -m nmt.recipes django --run -S" in report.django_levers(tmp_path)  # no files: the command
+    recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
+    (tmp_path / "results/django-2026-01-01.json").write_text(json.dumps(recipe))
+    lever = json.loads(json.dumps(recipe))
+    lever["command"] += ["-S", "train.precision=bf16", "-S", "train.max_steps=2000", "train"]
+    lever["curve"] = [dict(r, dev_exact_match=r["dev_exact_match"] + 0.5) for r in recipe["curve"][:2]]
+    lever["metrics"]["train"]["train_tokens_per_s"] = recipe["metrics"]["train"]["train_tokens_per_s"] * 2
+    (tmp_path / "results/lever-django-bf16.json").write_text(json.dumps(lever))
+    table = report.django_levers(tmp_path)
+    assert "| `train.precision=bf16`, `train.max_steps=2000` | training tok/s |" in table
+    assert "(**2.00×**)" in table
+    first, second = recipe["curve"][:2]
+    assert (f"| step 1,000: dev exact match % / dev loss / dev BLEU | {first['dev_exact_match']:.1f} / "
+            f"{first['dev_loss']:.3f} / {first['dev_bleu']:.1f} | {first['dev_exact_match'] + 0.5:.1f} /") in table
+    assert f"step {second['step']:,.0f}:" in table and "step 3,000" not in table  # only the steps both ran
