@@ -19,7 +19,8 @@ thread; the served model gathers the requests that wait while a decode runs into
 (:mod:`nmt.decoding.batcher`, up to ``export.serve_max_batch`` descriptions, waiting at most
 ``export.serve_max_wait_ms`` for them). The load runs twice, on the same pyfunc saved with
 ``max_batch`` 1 (each request decoded apart: ``serve_unbatched``, the same four figures) and with
-params.yaml's batching (the keys above, what the registered model does); ``serve_batching_speedup`` is the ratio of their requests/s, and
+params.yaml's batching (the keys above, what the registered model does); ``serve_batching_speedup``
+is the ratio of their requests/s, and
 ``serve_same_output`` the share of descriptions answered in both runs whose answers are identical.
 """
 
@@ -242,7 +243,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=MODEL, help="exported model directory")
     ap.add_argument("--data", type=Path, default=DATA, help="JSON lines whose 'nl' are the requests")
     ap.add_argument("--max-batch", type=int, default=None,
-                    help="descriptions decoded together in the batched run (default: params.yaml export.serve_max_batch)")
+                    help="descriptions decoded together in the batched run "
+                         "(default: params.yaml export.serve_max_batch)")
     ap.add_argument("--max-wait-ms", type=float, default=None,
                     help="how long a batch waits for company (default: params.yaml export.serve_max_wait_ms)")
     args = ap.parse_args()

@@ -15,7 +15,8 @@ one string per object. Decoding options go in ``params``, defaulting to those of
 Concurrent requests are decoded together (:mod:`nmt.decoding.batcher`): the scoring server runs
 each request's ``predict`` in its own thread, and those waiting while a decode runs join the next
 one, up to ``max_batch`` descriptions, waiting at most ``max_wait_ms`` for them (the model config
-that ``export.serve_max_batch`` and ``serve_max_wait_ms`` record; ``max_batch`` 1 decodes each request apart). Each request gets exactly its own translations back.
+that ``export.serve_max_batch`` and ``serve_max_wait_ms`` record; ``max_batch`` 1 decodes each
+request apart). Each request gets exactly its own translations back.
 
 Every bad request (not JSON, no ``inputs``, a wrong key, an empty list, a non-string, an
 out-of-range param) gets a 400 with MLflow's INVALID_PARAMETER_VALUE and a message naming it.
@@ -45,9 +46,8 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
     """A :class:`~nmt.decoding.translator.Translator` loaded from the logged export directory."""
 
     def load_context(self, context) -> None:
-        from nmt.decoding.translator import Translator
-
         from nmt.decoding.batcher import MicroBatcher
+        from nmt.decoding.translator import Translator
 
         self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
         serving = context.model_config or {}  # nmt.tracking.registry.serving_config
