@@ -209,7 +209,8 @@ def beam_vs_ctranslate2(repeats: int, steps: int, batch: int = SOURCES, beam: in
         ours(), ours_int8()  # warm-up, as each CTranslate2 setting just had
         timed = {f"{kind}: {name}": fn for kind, (calls, _) in ran.items() for name, fn in calls.items()}
         seconds = interleaved_medians({"ours": ours, "ours int8": ours_int8, **timed}, repeats)
-        logprob_diff = max_logprob_diff(model, model_dir, src[:16], torch.randint(3, VOCAB, (16, steps)))
+        scored = min(16, batch)  # teacher-forced rows: a random target per source
+        logprob_diff = max_logprob_diff(model, model_dir, src[:scored], torch.randint(3, VOCAB, (scored, steps)))
     tokens = batch * steps
     ours_s, ours_int8_s = seconds.pop("ours"), seconds.pop("ours int8")
     out: dict = {"ours_beam_tok_s": round(tokens / ours_s), "ours_int8_beam_tok_s": round(tokens / ours_int8_s)}

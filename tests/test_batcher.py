@@ -151,3 +151,12 @@ def test_a_lone_request_waits_at_most_max_wait_and_a_full_batch_not_at_all():
     batcher.close()
     with pytest.raises(ValueError, match="max_wait_s must be >= 0"):
         MicroBatcher(decoder, max_batch=2, max_wait_s=-1)
+
+
+def test_served_batching_round_trips_through_the_model_config():
+    """What the export records (serving_config) is what the served model reads back (batching_of);
+    a model logged before batching existed decodes each request apart."""
+    from nmt.tracking.registry import batching_of, serving_config
+
+    assert batching_of(serving_config(32, 10)) == (32, 0.01)
+    assert batching_of(None) == batching_of({}) == (1, 0.0)

@@ -81,6 +81,27 @@ def test_bf16_autocasts_on_the_cpu():
         assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_how_to_go_back_to_fp32(tmp_path, monkeypatch, capsys):
+    from nmt.training import precision
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu sse2\n")
+    assert precision.cpu_has_bf16(flags) is False
+    flags.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert precision.cpu_has_bf16(flags) is True
+    flags.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # aarch64
+    assert precision.cpu_has_bf16(flags) is True
+    assert precision.cpu_has_bf16(tmp_path / "absent") is None  # not Linux: unknown, no warning
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert Precision.of("bf16", torch.device("cpu")).dtype == torch.bfloat16  # it still runs
+    assert "train.precision: fp32" in capsys.readouterr().err
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    Precision.of("bf16", torch.device("cpu"))
+    Precision.of("fp32", torch.device("cpu"))
+    assert capsys.readouterr().err == ""
+
+
 def test_fp16_on_the_cpu_is_refused_naming_the_param(tokenized, tmp_path):
     with pytest.raises(PrecisionError, match="train.precision") as e:
         resolve_precision("fp16", CPU)

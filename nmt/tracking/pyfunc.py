@@ -48,11 +48,10 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from nmt.decoding.batcher import MicroBatcher
         from nmt.decoding.translator import Translator
+        from nmt.tracking.registry import batching_of
 
         self.translator = Translator.from_pretrained(context.artifacts["model_dir"], device="auto")
-        serving = context.model_config or {}  # nmt.tracking.registry.serving_config
-        self.batcher = MicroBatcher(self.translator.translate, int(serving.get("max_batch", 1)),
-                                    float(serving.get("max_wait_ms", 0.0)) / 1000)
+        self.batcher = MicroBatcher(self.translator.translate, *batching_of(context.model_config))
 
     def predict(self, context, model_input: list[Description], params: dict[str, Any] | None = None) -> list[str]:
         if not model_input:

@@ -29,6 +29,13 @@ def serving_config(max_batch: int, max_wait_ms: float) -> dict[str, Any]:
     return {"max_batch": max_batch, "max_wait_ms": max_wait_ms}
 
 
+def batching_of(model_config: dict[str, Any] | None) -> tuple[int, float]:
+    """(max_batch, max_wait_s) from a model config :func:`serving_config` wrote; a model logged
+    without one (older exports) decodes each request apart."""
+    config = model_config or {}
+    return int(config.get("max_batch", 1)), float(config.get("max_wait_ms", 0.0)) / 1000
+
+
 def pyfunc_arguments(model_dir: Path, decode_defaults: dict[str, Any], serving: dict[str, Any]) -> dict[str, Any]:
     """What the served model is made of, as ``mlflow.pyfunc.log_model`` / ``save_model`` take it:
     the model-from-code script, the export directory, the ``nmt`` package, pinned requirements,

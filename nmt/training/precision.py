@@ -16,14 +16,28 @@ the EMA and dev evaluation see float32 weights whatever the setting.
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from nmt.errors import NmtError
 
 DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU multiplies bf16 natively (x86 ``avx512_bf16``/``amx_bf16``, ARM ``bf16``), from
+    the kernel's CPU flags; None where they cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for word in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 class PrecisionError(NmtError):
@@ -60,8 +74,15 @@ class Precision:
 
     @classmethod
     def of(cls, name: str, device: torch.device) -> Precision:
-        """``train.precision`` on ``device`` (raises :class:`PrecisionError` when it cannot run there)."""
+        """``train.precision`` on ``device`` (raises :class:`PrecisionError` when it cannot run there).
+
+        bf16 on a CPU without bf16 matrix instructions runs, emulated and slower than float32: a
+        warning says so rather than an error, since the results are the same."""
         dtype = resolve_precision(name, device)
+        if dtype == torch.bfloat16 and device.type == "cpu" and cpu_has_bf16() is False:
+            print("warning: train.precision is 'bf16', but this CPU has no bf16 matrix instructions (avx512_bf16, "
+                  "amx_bf16 or ARM bf16): bf16 is emulated and likely slower than float32; set train.precision: "
+                  "fp32 (-S train.precision=fp32) unless you want the same numbers as a bf16 CPU", file=sys.stderr)
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         return cls(dtype, device.type, scaler)
 
