@@ -156,6 +156,30 @@ def django_curve(root: Path) -> str:
                     f"{r['dev_exact_match']:.1f}"] for r in result["curve"]])
 
 
+def django_runs(root: Path) -> str:
+    """Every committed run of the Django recipe (``results/django-*.json``, a replaced run kept under
+    a name of its own), side by side: what the recipe was chosen on (the selection split), what it
+    reports (the test split), and what it cost."""
+    current = latest_result("django", root)  # the recipe's run: last among those of its day
+    paths = sorted(root.glob("results/django-*.json"), key=lambda p: (read_json(p)["date"], p == current, p.name))
+    if not paths:
+        return _missing(Path("results/django-<date>.json"), "make django")
+    rows = []
+    for path in paths:
+        r = read_json(path)
+        facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
+        rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}",
+                     f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
+                     f"{ev['exact_match']:.1f} / {ev['bleu']:.1f}",
+                     f"{wall['train'] / 60:.0f} + {wall.get('reverse', 0) / 60:.0f}",
+                     f"{wall['dvc_exp_run'] / 60:.0f}"])
+    return (_table(["result file", "commit", "precision", "steps",
+                    "selection split: best greedy exact match % / BLEU", "test split: exact match % / BLEU",
+                    "training + reverse model, min", "whole `dvc exp run`, min"], rows)
+            + "\nThe selection split's figures are those the checkpoint and the recipe's settings are chosen on; the "
+              "test split's are the reported ones (beam search with reranking).\n")
+
+
 def _settings(command: list[str]) -> list[str]:
     """The ``-S key=value`` settings of a ``dvc exp run`` command line."""
     return [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-S"]
@@ -165,19 +189,23 @@ def django_levers(root: Path) -> str:
     """Each lever run at a proxy budget (``results/lever-django-NAME.json``: the result file of
     ``python -m nmt.recipes django --run -S ...`` with the lever's settings, renamed) beside the
     recipe's own run at the same steps. The schedule depends on the step only (inverse square
-    root), so a shorter run is the start of a longer one and the steps compare one for one."""
+    root), so a shorter run is the start of a longer one and the steps compare one for one.
+
+    The recipe's run is the newest ``results/django-<date>.json``, or the file a lever names as its
+    ``baseline`` (a lever the recipe has since adopted keeps the run it was measured against)."""
     recipe = _recipe(root, "django")
     paths = sorted(root.glob("results/lever-django-*.json"))
     if recipe is None or not paths:
         return _missing(Path("results/lever-django-NAME.json"),
                         "python -m nmt.recipes django --run -S KEY=VALUE ..., its results/django-<date>.json renamed")
-    base, base_train = {r["step"]: r for r in recipe["curve"]}, recipe["metrics"]["train"]
     rows = []
     for path in paths:
         lever = read_json(path)
-        settings = ", ".join(f"`{s}`" for s in _settings(lever["command"]) if s not in _settings(recipe["command"]))
+        baseline = read_json(root / lever["baseline"]) if "baseline" in lever else recipe
+        base, base_train = {r["step"]: r for r in baseline["curve"]}, baseline["metrics"]["train"]
+        settings = ", ".join(f"`{s}`" for s in _settings(lever["command"]) if s not in _settings(baseline["command"]))
         train = lever["metrics"]["train"]
-        rows.append([settings, "training tok/s", f"{base_train['train_tokens_per_s']:,}",
+        rows.append([settings, "training tok/s", f"{base_train['train_tokens_per_s']:,} (commit {baseline['commit'][:7]})",
                      f"{train['train_tokens_per_s']:,} ({_x(train['train_tokens_per_s'] / base_train['train_tokens_per_s'])})"])
         for r in lever["curve"]:
             b = base.get(r["step"])
@@ -185,8 +213,7 @@ def django_levers(root: Path) -> str:
                 rows.append(["", f"step {r['step']:,.0f}: dev exact match % / dev loss / dev BLEU",
                              f"{b['dev_exact_match']:.1f} / {b['dev_loss']:.3f} / {b['dev_bleu']:.1f}",
                              f"{r['dev_exact_match']:.1f} / {r['dev_loss']:.3f} / {r['dev_bleu']:.1f}"])
-    return (_table(["lever (settings over the recipe)", "measured", f"recipe (commit {recipe['commit'][:7]})",
-                    "with the lever"], rows)
+    return (_table(["lever (settings over the recipe's run)", "measured", "the recipe's run", "with the lever"], rows)
             + "\nDev is the selection split, decoded greedily during training.\n")
 
 
@@ -544,6 +571,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "django-results": django_results,
     "django-curve": django_curve,
     "django-errors": django_errors,
+    "django-runs": django_runs,
     "django-levers": django_levers,
     "sweep": sweep,
     "published": published,

@@ -93,7 +93,8 @@ def test_each_recipe_is_params_yaml_with_the_recipes_keys():
     assert default.train.batch_tokens == params["train"]["batch_tokens"]
     assert recipe.train.batch_tokens == django["train"]["batch_tokens"] != default.train.batch_tokens
     assert recipe.model.dropout == django["model"]["dropout"] and recipe.model.d_model == params["model"]["d_model"]
-    assert recipe.train.precision == default.train.precision == params["train"]["precision"]
+    assert default.train.precision == params["train"]["precision"]  # a key the recipe leaves keeps params.yaml's
+    assert recipe.train.precision == django["train"]["precision"] == "bf16"
 
 
 def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
@@ -102,7 +103,7 @@ def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
     stats_vocab = r["model"]["vocab"]
     assert r["data"].startswith("real: django train split") and f"vocabulary {stats_vocab:,}" in r["data"]
     assert r["batch_tokens"] == 4096 and r["model"]["copy"] is True
-    assert r["precision"] == "fp32" and r["peak_flops_dtype"] == "float32"  # precision auto on the CPU
+    assert r["precision"] == "bf16" and r["peak_flops_dtype"] == "bfloat16"  # the recipe's, its peak in that dtype
     assert 0 < r["tokens"] <= r["batch_tokens"] and r["tok_s"] == pytest.approx(r["tokens"] / r["seconds"], rel=2e-3)
     assert 0 < r["mfu"] <= 1
 

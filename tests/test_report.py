@@ -124,14 +124,44 @@ def test_a_lever_run_is_rendered_step_by_step_beside_the_recipe(tmp_path: Path):
     recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
     (tmp_path / "results/django-2026-01-01.json").write_text(json.dumps(recipe))
     lever = json.loads(json.dumps(recipe))
-    lever["command"] += ["-S", "train.precision=bf16", "-S", "train.max_steps=2000", "train"]
+    lever["command"] += ["-S", "model.d_model=384", "-S", "train.max_steps=2000", "train"]
     lever["curve"] = [dict(r, dev_exact_match=r["dev_exact_match"] + 0.5) for r in recipe["curve"][:2]]
     lever["metrics"]["train"]["train_tokens_per_s"] = recipe["metrics"]["train"]["train_tokens_per_s"] * 2
-    (tmp_path / "results/lever-django-bf16.json").write_text(json.dumps(lever))
+    (tmp_path / "results/lever-django-wide.json").write_text(json.dumps(lever))
     table = report.django_levers(tmp_path)
-    assert "| `train.precision=bf16`, `train.max_steps=2000` | training tok/s |" in table
+    assert "| `model.d_model=384`, `train.max_steps=2000` | training tok/s |" in table
     assert "(**2.00×**)" in table
     first, second = recipe["curve"][:2]
     assert (f"| step 1,000: dev exact match % / dev loss / dev BLEU | {first['dev_exact_match']:.1f} / "
             f"{first['dev_loss']:.3f} / {first['dev_bleu']:.1f} | {first['dev_exact_match'] + 0.5:.1f} /") in table
     assert f"step {second['step']:,.0f}:" in table and "step 3,000" not in table  # only the steps both ran
+    # once the recipe adopts the lever, the lever file names the run it was measured against
+    adopted = json.loads(json.dumps(recipe))
+    adopted["command"] += ["-S", "model.d_model=384"]
+    adopted["commit"] = "f" * 40
+    adopted["curve"] = [dict(r, dev_exact_match=99.0) for r in recipe["curve"]]
+    (tmp_path / "results/django-2026-02-01.json").write_text(json.dumps(adopted))
+    (tmp_path / "results/django-fp32-2026-01-01.json").write_text(json.dumps(recipe))
+    lever["baseline"] = "results/django-fp32-2026-01-01.json"
+    (tmp_path / "results/lever-django-wide.json").write_text(json.dumps(lever))
+    assert report.django_levers(tmp_path) == table
+
+
+def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_path: Path):
+    (tmp_path / "results").mkdir()
+    assert "make django" in report.django_runs(tmp_path)  # no files: the command
+    recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
+    older = json.loads(json.dumps(recipe))
+    older["date"], older["commit"] = "2026-01-01", "a" * 40
+    older["run"]["train"] = {k: v for k, v in older["run"]["train"].items() if k != "precision"}  # before it was recorded
+    older["metrics"]["train"] |= {"best_dev_exact_match": 60.04, "best_dev_bleu": 65.0}
+    older["wall_seconds"] = {"dvc_exp_run": 6000.0, "train": 4800.0}  # no reverse model
+    (tmp_path / "results/django-old-2026-01-01.json").write_text(json.dumps(older))
+    (tmp_path / "results/django-2026-02-01.json").write_text(json.dumps(recipe | {"date": "2026-02-01"}))
+    table = report.django_runs(tmp_path)
+    old_row, new_row = (line for line in table.splitlines() if line.startswith("| `django-"))
+    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {recipe['run']['train']['steps']:,} | 60.0 / 65.0 "
+                       f"| {recipe['metrics']['eval']['exact_match']:.1f} / {recipe['metrics']['eval']['bleu']:.1f} "
+                       f"| 80 + 0 | 100 |")
+    assert new_row.startswith(f"| `django-2026-02-01.json` | {recipe['commit'][:7]} | "
+                              f"{recipe['run']['train'].get('precision', 'fp32')} |")
