@@ -135,7 +135,8 @@ def django_results(root: Path) -> str:
         return _missing(Path("results/django-<date>.json"), "make django")
     ev, facts = result["metrics"]["eval"], result["run"].get("train", {})
     params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
-    evaluate = {**params["evaluate"], **result["overrides"].get("evaluate", {})}
+    evaluate = {**params["evaluate"], **result["overrides"].get("evaluate", {}),
+                **_section_settings(result["command"], "evaluate")}  # the command line's -S win, as in the run
     wall = result["wall_seconds"]
     cost = f"the whole `dvc exp run` {_minutes(wall['dvc_exp_run'])}, training {_minutes(wall['train'])}"
     if "reverse" in wall:
@@ -183,6 +184,13 @@ def django_runs(root: Path) -> str:
 def _settings(command: list[str]) -> list[str]:
     """The ``-S key=value`` settings of a ``dvc exp run`` command line."""
     return [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-S"]
+
+
+def _section_settings(command: list[str], section: str) -> dict:
+    """The ``-S section.key=value`` settings of a command line as {key: value}, the last one of a
+    key winning as it does for DVC (values in the YAML form Hydra's override grammar shares)."""
+    pairs = (setting.split("=", 1) for setting in _settings(command))
+    return {key[len(section) + 1:]: yaml.safe_load(value) for key, value in pairs if key.startswith(section + ".")}
 
 
 def django_levers(root: Path) -> str:

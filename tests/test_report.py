@@ -65,6 +65,12 @@ def test_a_recipe_result_file_is_rendered_and_the_newest_one_wins(tmp_path: Path
                                     root, day)
     table = report.django_results(root)
     assert "77.7" in table and "61.5" not in table and "beam 10" in table and "91 min 40 s" in table
+    # a setting given on the command line beside the recipe's is the one the run decoded with
+    newest = results.latest_result("django", root)
+    result = json.loads(newest.read_text())
+    result["command"] += ["-S", "evaluate.beam_size=10", "-S", "evaluate.beam_size=4"]
+    newest.write_text(json.dumps(result))
+    assert "beam 4" in report.django_results(root) and "beam 10" not in report.django_results(root)
     assert "| 1,000 | 2.500 | 1.900 | 55.2 | 50.5 |" in report.django_curve(root)
 
 
