@@ -320,3 +320,16 @@ def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypa
     assert len(table) == 6 and all(len(hyps) == 3 for hyps in table)
     assert all(h["reconstruction"] < 0 for hyps in table for h in hyps)  # log-probabilities, computed
     assert all([h["score"] for h in hyps] == sorted((h["score"] for h in hyps), reverse=True) for hyps in table)
+
+
+def test_rerank_weights_flags_a_best_point_on_the_grids_edge():
+    """A best weight at the grid's largest value says the optimum may lie beyond: the grid is too small."""
+    from benchmarks.rerank_weights import GRID, edges
+    from nmt.decoding.rerank import LexicalWeights
+
+    assert edges(LexicalWeights(missing=1.0, unexplained=1.0, repeated=0.5, reconstruction=0.15)) == []
+    assert edges(LexicalWeights(missing=1.0, unexplained=0.0, repeated=0.5,
+                                reconstruction=GRID["reconstruction"][-1])) == ["reconstruction"]
+    # the recipe's own weights are a grid point, so the grid can only match or beat them
+    assert all(value in GRID[name] for name, value in
+               {"missing": 1.0, "unexplained": 1.0, "repeated": 0.5, "reconstruction": 0.15}.items())
