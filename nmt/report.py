@@ -162,12 +162,12 @@ def django_runs(root: Path) -> str:
     a name of its own), side by side: what the recipe was chosen on (the selection split), what it
     reports (the test split), and what it cost."""
     current = latest_result("django", root)  # the recipe's run: last among those of its day
-    paths = sorted(root.glob("results/django-*.json"), key=lambda p: (read_json(p)["date"], p == current, p.name))
-    if not paths:
+    runs = sorted(((read_json(p), p) for p in root.glob("results/django-*.json")),
+                  key=lambda run: (run[0]["date"], run[1] == current, run[1].name))
+    if not runs:
         return _missing(Path("results/django-<date>.json"), "make django")
     rows = []
-    for path in paths:
-        r = read_json(path)
+    for r, path in runs:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
         rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}",
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
