@@ -61,7 +61,10 @@ def train(params: Params, paths: TrainLayout = TrainLayout(), reverse: bool = Fa
         with run:
             trainer = Trainer(params, paths, run, data_sha, device, d, precision, reverse)
             trainer.start(state)
-            return trainer.fit()
+            result = trainer.fit()
+        del trainer  # its DDP wrapper holds the process group: let it go before the group does
+        distributed.finish(d)
+        return result
     finally:
         distributed.teardown()
 

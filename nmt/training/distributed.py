@@ -67,6 +67,19 @@ def setup(device: torch.device, timeout_s: float) -> Dist:
     return d
 
 
+def finish(d: Dist) -> None:
+    """Wait until every rank has finished before any leaves the group (a run that ended well).
+
+    Without it the first rank done destroys its group and exits while rank 0 still writes its
+    files and closes the MLflow run. Once in a fresh-clone CI run a rank then died at exit with
+    SIGABRT ("terminate called without an active exception": a C++ thread still joinable when its
+    process ended) after a run that had succeeded; leaving together removes that window. Not
+    called on the way out of an error: a dead rank would hold the others here for the timeout.
+    """
+    if d.enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
