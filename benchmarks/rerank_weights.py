@@ -1,6 +1,7 @@
 """The lexical reranker's weights on an exported model: a grid, and what the chosen ones are worth.
 
     .venv/bin/python -m benchmarks.rerank_weights MODEL_DIR DATA.jsonl [--beam-size 10] [--folds 2] [--repeats 5]
+        [--ensemble W.safetensors:W.json ...]
 
 Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
 setting), computes the three penalties of every hypothesis (:mod:`nmt.decoding.rerank`) and, when the model
@@ -11,7 +12,8 @@ It prints the top hypothesis's exact match and the n-best's (the ceiling of any 
 model's own weights, the best grid points, and a cross-validated estimate: the data
 is cut in ``--folds`` random parts ``--repeats`` times, the best weights of the other parts are
 scored on each part, so the figure is free of the optimism of choosing weights on the same pairs.
-Needs the model's lexicon.json.
+Needs the model's lexicon.json. With ``--ensemble``, the n-best is that of the model and the given
+checkpoints decoding as one (:mod:`benchmarks.ensemble`): the same figures, for an ensemble.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import random
 from pathlib import Path
 
+from benchmarks.ensemble import parse_member, with_members
 from nmt import metrics
 from nmt.data.pairs import read_jsonl
 from nmt.decoding.rerank import LexicalWeights, penalties
@@ -34,10 +37,13 @@ GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 3.0), "unexplained": (0.0, 0.5, 1.0, 2.0
         "repeated": (0.0, 0.5, 1.0, 2.0, 3.0), "reconstruction": (0.0, 0.15, 0.3, 0.6, 0.8, 1.0, 1.5, 2.0)}
 
 
-def hypotheses(model_dir: Path, data: Path, beam_size: int) -> list[list[dict]]:
+def hypotheses(model_dir: Path, data: Path, beam_size: int,
+               members: list[tuple[Path, Path]] | None = None) -> list[list[dict]]:
     """Per pair: each hypothesis's score, validity, penalties, reconstruction score (0 without a
-    reverse model) and whether it is an exact match; the beam's best score first."""
+    reverse model) and whether it is an exact match; the beam's best score first. ``members``:
+    checkpoints (weights, config) that decode together with the model (an ensemble)."""
     translator = Translator.from_pretrained(model_dir, device="cpu")
+    translator.model = with_members(translator.model, members or [], translator.tokenizer.placeholder_ids)
     if translator.lexicon is None:
         raise SystemExit(f"{model_dir}: no lexicon.json; re-export the model with the export stage")
     if translator.reverse is not None:  # any weight > 0 makes translate() compute the scores
@@ -92,14 +98,22 @@ def main() -> None:
     ap.add_argument("--beam-size", type=int, default=10)
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--ensemble", action="append", default=[], metavar="WEIGHTS:CONFIG",
+                    help="a checkpoint (e.g. another run's models/best.safetensors:models/best.json, same "
+                         "tokenizer) that decodes together with the model; repeat for more")
     args = ap.parse_args()
-    table = hypotheses(args.model_dir, args.data, args.beam_size)
+    try:
+        members = [parse_member(spec) for spec in args.ensemble]
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"--ensemble: {e}") from None
+    table = hypotheses(args.model_dir, args.data, args.beam_size, members)
     everything = list(range(len(table)))
     reverse = any(h["reconstruction"] for hyps in table for h in hyps)
     grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values()) if reverse or not w[3]]
     em = {w: 100 * exact_matches(table, w, everything) / len(table) for w in grid}
     own = Translator.from_pretrained(args.model_dir, device="cpu").defaults.weights
-    print(f"pairs {len(table)}, beam {args.beam_size}, {'with' if reverse else 'without'} a reverse model")
+    models = f", an ensemble of {1 + len(members)} models" if members else ""
+    print(f"pairs {len(table)}, beam {args.beam_size}{models}, {'with' if reverse else 'without'} a reverse model")
     print(f"top hypothesis: {100 * sum(hyps[0]['exact'] for hyps in table) / len(table):.1f}; "
           f"the gold line among the n-best (the most any reranking can get): "
           f"{100 * sum(any(h['exact'] for h in hyps) for hyps in table) / len(table):.1f}")

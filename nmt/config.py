@@ -276,6 +276,9 @@ class MlflowConfig:
     enabled: bool = opt(True, "log each training run (params, curves, system metrics, evaluation, model) to MLflow")
     experiment: str = opt("nmt", "MLflow experiment name")
     required: bool = opt(True, "fail when the tracking store cannot be reached; false = warn and train without tracking")
+    reconnect_s: float = opt(60.0, "with required: false, seconds between checks whether a tracking server that "
+                             "stopped answering is back; logging then resumes into the same run (what came "
+                             "meanwhile is not logged); 0 = never check", *non_negative)
     system_metrics: bool = opt(True, "sample CPU, memory, disk, network (and GPU through NVML) during training")
     system_metrics_interval_s: float = opt(5.0, "seconds between system metric samples", *positive)
 

@@ -28,8 +28,11 @@ from typing import Any
 
 import yaml
 
+from nmt.config import DECODING_KEYS
 from nmt.io import atomic_write_text, read_json
 from nmt.results import latest_result
+
+RERANK_WEIGHTS = [key for key in DECODING_KEYS if key.startswith("rerank_")]  # missing, unexplained, ...
 
 README = Path("README.md")
 DOCS = Path("docs")
@@ -134,9 +137,7 @@ def django_results(root: Path) -> str:
     if result is None:
         return _missing(Path("results/django-<date>.json"), "make django")
     ev, facts = result["metrics"]["eval"], result["run"].get("train", {})
-    params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
-    evaluate = {**params["evaluate"], **result["overrides"].get("evaluate", {}),
-                **_section_settings(result["command"], "evaluate")}  # the command line's -S win, as in the run
+    evaluate = _evaluate_settings(result, root)
     wall = result["wall_seconds"]
     cost = f"the whole `dvc exp run` {_minutes(wall['dvc_exp_run'])}, training {_minutes(wall['train'])}"
     if "reverse" in wall:
@@ -145,6 +146,14 @@ def django_results(root: Path) -> str:
     return (_table(["decoding", *(label for _, label in SCORES)], _decoding_rows(ev, evaluate))
             + f"\n`make django` at commit {result['commit'][:7]}{' (uncommitted changes)' if result['dirty'] else ''}"
             f" on {result['date']}, {_machine(result['machine'])}: {trained}{cost}.\n")
+
+
+def _evaluate_settings(result: dict, root: Path) -> dict:
+    """The evaluate section a recipe run decoded with: params.yaml's, then the recipe's, then the
+    command line's ``-S`` (which win, as they did in the run)."""
+    params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
+    return {**params["evaluate"], **result["overrides"].get("evaluate", {}),
+            **_section_settings(result["command"], "evaluate")}
 
 
 def django_curve(root: Path) -> str:
@@ -169,12 +178,15 @@ def django_runs(root: Path) -> str:
     rows = []
     for r, path in runs:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
+        evaluate = _evaluate_settings(r, root)
         rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}",
+                     ", ".join(f"{evaluate[key]:g}" for key in RERANK_WEIGHTS),
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
                      f"{ev['exact_match']:.1f} / {ev['bleu']:.1f}",
                      f"{wall['train'] / 60:.0f} + {wall.get('reverse', 0) / 60:.0f}",
                      f"{wall['dvc_exp_run'] / 60:.0f}"])
     return (_table(["result file", "commit", "precision", "steps",
+                    "reranker weights: missing, unexplained, repeated, reconstruction",
                     "selection split: best greedy exact match % / BLEU", "test split: exact match % / BLEU",
                     "training + reverse model, min", "whole `dvc exp run`, min"], rows)
             + "\nThe selection split's figures are those the checkpoint and the recipe's settings are chosen on; the "

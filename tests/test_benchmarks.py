@@ -333,3 +333,60 @@ def test_rerank_weights_flags_a_best_point_on_the_grids_edge():
     # the recipe's own weights are a grid point, so the grid can only match or beat them
     assert all(value in GRID[name] for name, value in
                {"missing": 1.0, "unexplained": 1.0, "repeated": 0.5, "reconstruction": 0.15}.items())
+
+
+def test_an_ensemble_steps_with_the_log_of_its_members_mean_probability():
+    """Members of different widths, one with copy: two steps, so each member's own cache is the one it grows."""
+    from benchmarks.ensemble import Ensemble
+    from nmt.config import ModelConfig
+    from nmt.model import Transformer
+
+    torch.manual_seed(0)
+    members = [Transformer(ModelConfig(d_model=d, n_heads=2, enc_layers=1, dec_layers=layers, d_ff=32, dropout=0.0,
+                                       max_len=16, copy=copy), 40, 0).eval()
+               for d, layers, copy in ((16, 1, False), (24, 2, True))]
+    ensemble = Ensemble(members).eval()
+    src = torch.randint(3, 40, (3, 5))
+    mask = src != 0
+    with torch.no_grad():
+        memory, cache = ensemble.encode(src, mask), ensemble.new_cache(src)
+        alone = [(m.encode(src, mask), m.new_cache(src)) for m in members]
+        for token in (torch.tensor([1, 1, 1]), torch.tensor([7, 8, 9])):
+            got = ensemble.decode_step(token, memory, mask, cache)
+            probs = [m.decode_step(token, mem, mask, c).float().softmax(-1) for m, (mem, c) in zip(members, alone)]
+            torch.testing.assert_close(got, ((probs[0] + probs[1]) / 2).log(), atol=1e-5, rtol=1e-5)
+    assert got.shape == (3, 40)
+
+
+def test_an_ensemble_of_a_model_with_itself_finds_the_models_own_n_best(tiny_export):
+    from benchmarks.ensemble import with_members
+    from nmt.decoding.translator import Translator
+
+    from .conftest import synthetic_pairs
+
+    texts = [p["nl"] for p in synthetic_pairs(4, seed=3)]
+    translator = Translator.from_pretrained(tiny_export, device="cpu")
+    alone = translator.translate(texts, beam_size=3, n_best=3)
+    translator.model = with_members(translator.model, [(tiny_export / "model.safetensors",
+                                                        tiny_export / "config.json")],
+                                    translator.tokenizer.placeholder_ids)
+    assert len(translator.model.members) == 2
+    together = translator.translate(texts, beam_size=3, n_best=3)
+    for a, b in zip(alone, together, strict=True):
+        assert [text for text, _ in a.n_best] == [text for text, _ in b.n_best]
+        assert [score for _, score in a.n_best] == pytest.approx([score for _, score in b.n_best], abs=1e-4)
+
+
+def test_an_ensemble_member_is_named_weights_colon_config(tmp_path):
+    from benchmarks.ensemble import Ensemble, parse_member
+
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    (tmp_path / "w.json").write_text("{}")
+    assert parse_member(f"{tmp_path}/w.safetensors:{tmp_path}/w.json") == (tmp_path / "w.safetensors",
+                                                                           tmp_path / "w.json")
+    with pytest.raises(ValueError, match="WEIGHTS.safetensors:CONFIG.json"):
+        parse_member(f"{tmp_path}/w.safetensors")
+    with pytest.raises(FileNotFoundError, match="missing.json not found"):
+        parse_member(f"{tmp_path}/w.safetensors:{tmp_path}/missing.json")
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])

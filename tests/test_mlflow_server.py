@@ -230,3 +230,43 @@ def test_server_lost_while_not_required_warns_and_trains_to_the_end(pipeline_rep
     assert run.data.metrics["test_bleu"] == pytest.approx(json.loads((work / "metrics/eval.json").read_text())["bleu"])
     assert run.info.status == "FINISHED"
     assert max(steps_logged(client, run_id)) < LONG["max_steps"]  # the kill did land before the end
+
+
+RETURNS = {"max_steps": 1000, "eval_every": 250, "checkpoint_every": 2000}  # ~10 s: reconnect_s is 1
+
+
+def test_server_back_while_not_required_gets_the_rest_of_the_run(pipeline_repo, tmp_path, server):
+    """required: false, reconnect_s 1: the server dies after the first logged step and comes back
+    while the stage trains on (held with SIGSTOP while the server starts, so a fast machine cannot
+    finish first); the later steps and the run's end go to the same run."""
+    work, env = stage_dir(pipeline_repo, tmp_path, server.url, **RETURNS)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["mlflow"].update(required=False, reconnect_s=1.0)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stderr = tmp_path / "train.stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=work, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        client, deadline = server.client(), time.monotonic() + 240
+        while not ((work / "models/mlflow_run.json").exists() and steps_logged(client, run_id_of(work))):
+            assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text()[-3000:]
+            time.sleep(0.1)
+        run_id = run_id_of(work)
+        server.kill()
+        while "stopped answering" not in stderr.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGSTOP)  # the stage waits while the server starts (seconds; it trains faster)
+        try:
+            restart(server)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(timeout=300) == 0, stderr.read_text()[-3000:]
+    text = stderr.read_text()
+    assert "reconnect_s" in text and f"{server.url} answers again" in text and "Traceback" not in text
+    run = server.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and "best_dev_bleu" in run.data.metrics  # logged at the end, after the return
+    logged = steps_logged(server.client(), run_id)
+    assert logged[-1] == RETURNS["max_steps"]  # the steps after the return went to the same run
+    assert len(logged) < RETURNS["max_steps"]  # and those while it was away are missing, not invented
+    assert json.loads((work / "models/train_run.json").read_text())["mlflow_run_id"] == run_id

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nmt import report, results
 
@@ -155,10 +156,12 @@ def test_a_lever_run_is_rendered_step_by_step_beside_the_recipe(tmp_path: Path):
 
 def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_path: Path):
     (tmp_path / "results").mkdir()
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     assert "make django" in report.django_runs(tmp_path)  # no files: the command
     recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
     older = json.loads(json.dumps(recipe))
     older["date"], older["commit"] = "2026-01-01", "a" * 40
+    older["command"] += ["-S", "evaluate.rerank_missing=1.5"]  # the run's own -S: the weights it decoded with
     older["run"]["train"] = {k: v for k, v in older["run"]["train"].items() if k != "precision"}  # before it was recorded
     older["metrics"]["train"] |= {"best_dev_exact_match": 60.04, "best_dev_bleu": 65.0}
     older["wall_seconds"] = {"dvc_exp_run": 6000.0, "train": 4800.0}  # no reverse model
@@ -166,7 +169,12 @@ def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_p
     (tmp_path / "results/django-2026-02-01.json").write_text(json.dumps(recipe | {"date": "2026-02-01"}))
     table = report.django_runs(tmp_path)
     old_row, new_row = (line for line in table.splitlines() if line.startswith("| `django-"))
-    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {recipe['run']['train']['steps']:,} | 60.0 / 65.0 "
+    weights = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"] | recipe["overrides"].get("evaluate", {})
+    weights |= {"rerank_missing": 1.5}
+    shown = ", ".join(f"{weights[k]:g}" for k in ("rerank_missing", "rerank_unexplained", "rerank_repeated",
+                                                   "rerank_reconstruction"))
+    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {recipe['run']['train']['steps']:,} | {shown} "
+                       f"| 60.0 / 65.0 "
                        f"| {recipe['metrics']['eval']['exact_match']:.1f} / {recipe['metrics']['eval']['bleu']:.1f} "
                        f"| 80 + 0 | 100 |")
     assert new_row.startswith(f"| `django-2026-02-01.json` | {recipe['commit'][:7]} | "

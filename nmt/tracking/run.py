@@ -16,14 +16,17 @@ answers (checked: an API error from a live server is raised as it is) marks the 
 more writes are tried in this process. With ``mlflow.required: true`` the owner stops at its next
 safe point (the training loop after the step, with a resume checkpoint; any stage at the end of
 its ``with`` block) with a :class:`TrackingError` naming the server; with ``required: false`` it
-warns once and goes on untracked. The run id is kept either way, so a resumed training, the
-evaluate and the export stages reopen the same run once the server answers again.
+warns once and goes on untracked, asking the server again at most every ``mlflow.reconnect_s``
+seconds (on the next write after that): once it answers, writes resume into the same run (what
+came in between is not logged) and the run ends FINISHED there. The run id is kept either way, so
+a resumed training, the evaluate and the export stages reopen the same run once the server answers.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +48,11 @@ class Run:
     """
 
     def __init__(self, run_id: str | None = None, experiment_id: str | None = None, uri: str | None = None,
-                 required: bool = True):
+                 required: bool = True, reconnect_s: float = 0.0):
         self.run_id, self.experiment_id, self.uri, self.required = run_id, experiment_id, uri, required
         self.lost: str | None = None  # what happened, once the store stopped answering (see the module doc)
+        self.reconnect_s = reconnect_s  # required: false: how often a lost store is asked again (0: never)
+        self._ask_again_at = 0.0  # time.monotonic() of the next such check
 
     @property
     def enabled(self) -> bool:
@@ -80,7 +85,7 @@ class Run:
         # Under `dvc exp run` the run is named after the DVC experiment, so the two read the same.
         run_name = run_name or os.environ.get("DVC_EXP_NAME") or None
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, log_system_metrics=cfg.system_metrics)
-        return cls(run.info.run_id, experiment_id, uri, cfg.required)
+        return cls(run.info.run_id, experiment_id, uri, cfg.required, cfg.reconnect_s)
 
     @classmethod
     def resume(cls, run_file: Path, cfg: MlflowConfig, root: Path | None = None) -> "Run":
@@ -114,7 +119,7 @@ class Run:
                 raise
             print(f"warning: {e}; not logged to MLflow (mlflow.required is false)", file=sys.stderr)
             return cls()
-        return cls(run_id, run.info.experiment_id, uri, cfg.required)
+        return cls(run_id, run.info.experiment_id, uri, cfg.required, cfg.reconnect_s)
 
     def write_run_file(self, path: Path) -> None:
         atomic_write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri})
@@ -134,8 +139,9 @@ class Run:
             self.end("FAILED")
 
     def _write(self, what: str, write: Callable[[Any], object]) -> None:
-        """``write(mlflow)``, Ctrl-C held back; a store that stopped answering loses the run. Nothing when disabled."""
-        if not self.enabled:
+        """``write(mlflow)``, Ctrl-C held back; a store that stopped answering loses the run. Nothing
+        when tracking is off, or the store is lost and not back (:meth:`_back`)."""
+        if self.run_id is None or (self.lost is not None and not self._back()):
             return
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -156,8 +162,38 @@ class Run:
         self.lost = f"MLflow tracking store {self.uri} stopped answering while logging {what} to run {self.run_id} " \
                     f"({reason})"
         if not self.required:
-            print(f"warning: {self.lost}; going on without tracking (mlflow.required is false); the evaluate and "
-                  f"export stages log into the same run once the server answers again", file=sys.stderr)
+            self._ask_again_at = time.monotonic() + self.reconnect_s
+            again = (f"asking it again every {self.reconnect_s:g} s (mlflow.reconnect_s) and logging into the same "
+                     f"run once it answers" if self.reconnect_s else "the evaluate and export stages log into the "
+                     "same run once the server answers again")
+            print(f"warning: {self.lost}; going on without tracking (mlflow.required is false); {again}",
+                  file=sys.stderr)
+
+    def _back(self, now: bool = False) -> bool:
+        """Whether a lost store answers again; if so, writes resume. Asked at most every
+        ``reconnect_s`` seconds (``now``: whenever, for the run's end), and never when tracking is
+        required (its owner stops instead)."""
+        if self.required or not self.reconnect_s or self.uri is None:
+            return False
+        if not now and time.monotonic() < self._ask_again_at:
+            return False
+        self._ask_again_at = time.monotonic() + self.reconnect_s
+        if not answers(self.uri):
+            return False
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:  # a server that came back on another backend store does not hold the run
+            mlflow.get_run(self.run_id)
+        except (MlflowException, OSError) as e:
+            self.reconnect_s = 0.0
+            print(f"warning: MLflow tracking store {self.uri} answers again but without run {self.run_id} "
+                  f"({str(e).splitlines()[0][:200]}); going on without tracking", file=sys.stderr)
+            return False
+        print(f"warning: MLflow tracking store {self.uri} answers again: logging to run {self.run_id} resumes "
+              f"(what came while it was away is not logged)", file=sys.stderr)
+        self.lost = None
+        return True
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._write("params", lambda mlflow: mlflow.log_params(params))
@@ -191,7 +227,7 @@ class Run:
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
-        if self.lost is None:
+        if self.lost is None or self._back(now=True):
             self._write("the run's end", lambda mlflow: mlflow.end_run(status=status))
             return
         import mlflow
