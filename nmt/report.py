@@ -137,7 +137,7 @@ def django_results(root: Path) -> str:
     if result is None:
         return _missing(Path("results/django-<date>.json"), "make django")
     ev, facts = result["metrics"]["eval"], result["run"].get("train", {})
-    evaluate = _evaluate_settings(result, root)
+    evaluate = _evaluate_settings(result, _params_evaluate(root))
     wall = result["wall_seconds"]
     cost = f"the whole `dvc exp run` {_minutes(wall['dvc_exp_run'])}, training {_minutes(wall['train'])}"
     if "reverse" in wall:
@@ -148,12 +148,15 @@ def django_results(root: Path) -> str:
             f" on {result['date']}, {_machine(result['machine'])}: {trained}{cost}.\n")
 
 
-def _evaluate_settings(result: dict, root: Path) -> dict:
-    """The evaluate section a recipe run decoded with: params.yaml's, then the recipe's, then the
-    command line's ``-S`` (which win, as they did in the run)."""
-    params = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))
-    return {**params["evaluate"], **result["overrides"].get("evaluate", {}),
-            **_section_settings(result["command"], "evaluate")}
+def _params_evaluate(root: Path) -> dict:
+    """params.yaml's evaluate section: what a recipe run decodes with where it sets nothing."""
+    return yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))["evaluate"]
+
+
+def _evaluate_settings(result: dict, defaults: dict) -> dict:
+    """The evaluate section a recipe run decoded with: ``defaults`` (params.yaml's), then the
+    recipe's, then the command line's ``-S`` (which win, as they did in the run)."""
+    return {**defaults, **result["overrides"].get("evaluate", {}), **_section_settings(result["command"], "evaluate")}
 
 
 def django_curve(root: Path) -> str:
@@ -175,10 +178,10 @@ def django_runs(root: Path) -> str:
                   key=lambda run: (run[0]["date"], run[1] == current, run[1].name))
     if not runs:
         return _missing(Path("results/django-<date>.json"), "make django")
-    rows = []
+    rows, defaults = [], _params_evaluate(root)  # params.yaml read once, not once per run
     for r, path in runs:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
-        evaluate = _evaluate_settings(r, root)
+        evaluate = _evaluate_settings(r, defaults)
         rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}",
                      ", ".join(f"{evaluate[key]:g}" for key in RERANK_WEIGHTS),
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
