@@ -1,9 +1,11 @@
-"""Scores of generated code against references: BLEU, CodeXGLUE BLEU, chrF, exact match, syntax, CodeBLEU.
+"""Scores of generated code against references: BLEU, CodeXGLUE BLEU, chrF, exact match (of tokens, and of
+Python syntax trees), syntax, CodeBLEU.
 
 Every function takes two equally long lists of strings, ``hyps`` and ``refs`` (a length mismatch
 raises ValueError), returns a percentage in 0..100 as a plain float, and accepts empty strings.
 Empty lists score 0.0. Code is compared as whitespace-separated tokens (``s.split()``), so
-``"a  b"`` and ``"a b"`` are the same code. No torch here.
+``"a  b"`` and ``"a b"`` are the same code; :func:`exact_match_ast` also counts lines whose Python
+syntax trees are equal. No torch here.
 """
 
 from __future__ import annotations
@@ -112,27 +114,58 @@ def is_valid_python(code: str) -> bool:
     ``return`` / ``yield`` / ``break`` outside a function or loop already parse (``ast.parse``
     does not check that). An empty or all-blank string is *not* valid: it is no code at all.
     """
+    return parse_line(code) is not None
+
+
+def parse_line(code: str) -> ast.Module | None:
+    """The syntax tree of ``code`` by :func:`is_valid_python`'s rule (the added context included,
+    so two lines that needed the same context compare), or None where it does not parse."""
     stripped = code.strip()
     if not stripped:
-        return False
-    if _parses(stripped):
-        return True
+        return None
+    tree = _parse(stripped)
+    if tree is not None:
+        return tree
     word = re.match(r"\w*", stripped).group()
     prefix = "if x:\n pass\n" if word in _BLOCK_AFTER_IF else "try:\n pass\n" if word in _BLOCK_AFTER_TRY else ""
     suffix = "\n pass" if stripped.endswith(":") else "\ndef f(): pass" if stripped.startswith("@") else ""
     if word == "try":
         suffix += "\nfinally:\n pass"
-    return bool(prefix or suffix) and _parses(prefix + stripped + suffix)
+    return _parse(prefix + stripped + suffix) if prefix or suffix else None
 
 
-def _parses(source: str) -> bool:
+def _parse(source: str) -> ast.Module | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. SyntaxWarning for "\d" in a string literal
         try:
-            ast.parse(source)
+            return ast.parse(source)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return False
-    return True
+            return None
+
+
+def same_code(hyp: str, ref: str) -> bool:
+    """Whether two lines are the same program: equal whitespace tokens, or both parse
+    (:func:`parse_line`) into equal syntax trees.
+
+    Equal trees ignore what Python itself ignores: the quote characters of a string (``'uri'`` and
+    ``"uri"``, ``r'\\d'`` and ``'\\\\d'``), adjacent string literals (``'a' 'b'`` is ``'ab'``), and
+    redundant brackets (``(a + b)``, ``for (k, v) in``). It is how TranX's Django evaluator (Yin &
+    Neubig 2018, ``datasets/django/evaluator.py``) counts a hypothesis correct: the reference goes
+    through Python's syntax tree and back (``astor.to_source``) and the hypothesis is generated from
+    a tree, so quote style and brackets cannot differ.
+    """
+    if hyp.split() == ref.split():
+        return True
+    a, b = parse_line(hyp), parse_line(ref)
+    return a is not None and b is not None and ast.dump(a) == ast.dump(b)
+
+
+def exact_match_ast(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Percentage of pairs that are the same program by :func:`same_code` (Python only)."""
+    _check(hyps, refs)
+    if not hyps:
+        return 0.0
+    return 100.0 * sum(map(same_code, hyps, refs)) / len(hyps)
 
 
 def syntax_valid(hyps: Sequence[str]) -> float:
@@ -170,7 +203,7 @@ def codebleu(hyps: Sequence[str], refs: Sequence[str], language: str = "java") -
 
 
 def score(hyps: Sequence[str], refs: Sequence[str], language: str = "python") -> dict[str, float]:
-    """All metrics at once: bleu, codexglue_bleu, chrf, exact_match, n; syntax_valid for Python,
+    """All metrics at once: bleu, codexglue_bleu, chrf, exact_match, n; exact_match_ast and syntax_valid for Python,
     CodeBLEU and its parts for Java (:func:`codebleu`)."""
     _check(hyps, refs)
     hyps, refs = list(hyps), list(refs)
@@ -181,6 +214,7 @@ def score(hyps: Sequence[str], refs: Sequence[str], language: str = "python") ->
         "exact_match": exact_match(hyps, refs),
     }
     if language == "python":
+        out["exact_match_ast"] = exact_match_ast(hyps, refs)
         out["syntax_valid"] = syntax_valid(hyps)
     if language == "java":
         out.update(codebleu(hyps, refs, "java"))

@@ -42,7 +42,7 @@ EXAMPLES, ABLATION = Path("plots/examples.md"), Path("results/default-ablation.j
 PUBLISHED, BENCH, SCALING = Path("results/published.json"), Path("benchmarks/results.json"), Path("results/scaling.json")
 PROFILES = Path("results/profiles.json")
 MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
-SCORES = (("exact_match", "exact match %"), ("bleu", "BLEU"), ("chrf", "chrF"), ("syntax_valid", "syntax-valid %"))
+SCORES = (("exact_match", "exact match %"), ("exact_match_ast", "same syntax tree %"), ("bleu", "BLEU"), ("chrf", "chrF"), ("syntax_valid", "syntax-valid %"))
 RETRIEVAL = "retrieval baseline: code of the nearest training description (TF-IDF)"
 
 

@@ -1,4 +1,4 @@
-"""Metrics: BLEU flavours, chrF, exact match, Python syntax validity."""
+"""Metrics: BLEU flavours, chrF, exact match of tokens and of syntax trees, Python syntax validity."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import sys
 
 import pytest
 import sacrebleu
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nmt import metrics
-from nmt.metrics import bleu, chrf, codexglue_bleu, exact_match, is_valid_python, score, syntax_valid
+from nmt.metrics import (bleu, chrf, codexglue_bleu, exact_match, exact_match_ast, is_valid_python, same_code, score,
+                         syntax_valid)
 
 HYPS = ["def f ( x ) :", "return x + 1", "import os", "x = [ 1 , 2 , 3 ]"]
 REFS = ["def f ( y ) :", "return x + 2", "import sys", "x = [ 1 , 2 , 3 ]"]
@@ -86,17 +89,66 @@ def test_syntax_valid_percentage() -> None:
     assert syntax_valid(["else :", "x = (", "", "import os"]) == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize(
+    ("hyp", "ref"),
+    [
+        ("handler . addQuickElement ( 'uri' , x )", 'handler . addQuickElement ( "uri" , x )'),  # quote characters
+        ("raise ValueError ( 'Unable to configure filter %r' % name )",
+         "raise ValueError ( 'Unable to configure '  'filter %r' % name )"),  # adjacent literals are one
+        ("x = a + b", "x = ( a + b )"),  # redundant brackets
+        ("for k , v in d :", "for ( k , v ) in d :"),  # a block header, parsed with a body added
+        ("elif ch == '^' :", 'elif ch == "^" :'),  # a line that continues a block, parsed after an if
+        ("x = r'\\d'", "x = '\\\\d'"),  # a raw string and the escaped string it equals
+    ],
+)
+def test_same_code_ignores_what_python_ignores(hyp: str, ref: str) -> None:
+    assert same_code(hyp, ref) and same_code(ref, hyp)
+    assert exact_match([hyp], [ref]) == 0.0 and exact_match_ast([hyp], [ref]) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("hyp", "ref"),
+    [
+        ("x = 'a'", "x = 'b'"),  # another literal
+        ("x = a . b", "x = a [ 'b' ]"),  # attribute against item
+        ("f ( a , b )", "f ( b , a )"),  # argument order
+        ("x = 1", "x = 1 ,"),  # a tuple is not its element
+        ("if x :", "elif x :"),  # the same test, a different statement
+        ("x = (", "x = ( )"),  # a hypothesis that does not parse matches on its tokens only
+        ("x = 'a'", "x = ('a'"),  # nor does a reference that does not parse
+    ],
+)
+def test_same_code_keeps_what_changes_the_program(hyp: str, ref: str) -> None:
+    assert not same_code(hyp, ref) and not same_code(ref, hyp)
+
+
+def test_same_code_of_lines_that_do_not_parse_is_token_equality() -> None:
+    assert same_code("x = (  a", "x = ( a") and not same_code("x = ( a", "x = ( b")
+
+
+@given(st.lists(st.sampled_from(["x", "=", "(", ")", "'a'", '"a"', "+", "1", ",", ":", "if", "else", "f", "."]),
+                max_size=8),
+       st.lists(st.sampled_from(["x", "=", "(", ")", "'a'", '"a"', "+", "1", ",", ":", "if", "else", "f", "."]),
+                max_size=8))
+def test_exact_match_ast_is_at_least_token_exact_match(a: list[str], b: list[str]) -> None:
+    hyp, ref = " ".join(a), " ".join(b)
+    assert same_code(hyp, hyp) and same_code(hyp, ref) == same_code(ref, hyp)
+    assert exact_match_ast([hyp], [ref]) >= exact_match([hyp], [ref])
+
+
 def test_score_keys_and_empty_hypotheses() -> None:
     out = score(["", "", "else :"], ["x = 1", "pass", "else :"])
-    assert set(out) == {"bleu", "codexglue_bleu", "chrf", "exact_match", "syntax_valid", "n"}
-    assert out["n"] == 3 and out["exact_match"] == pytest.approx(100 / 3)
+    assert set(out) == {"bleu", "codexglue_bleu", "chrf", "exact_match", "exact_match_ast", "syntax_valid", "n"}
+    assert out["n"] == 3 and out["exact_match"] == pytest.approx(100 / 3) == out["exact_match_ast"]
     assert all(0 <= v <= 100 for k, v in out.items() if k != "n")
-    assert score([""], ["x"]) == {"bleu": 0.0, "codexglue_bleu": 0.0, "chrf": 0.0, "exact_match": 0.0, "syntax_valid": 0.0, "n": 1}
-    assert "syntax_valid" not in score(["int x ;"], ["int x ;"], language="java")
+    assert score([""], ["x"]) == {"bleu": 0.0, "codexglue_bleu": 0.0, "chrf": 0.0, "exact_match": 0.0,
+                                  "exact_match_ast": 0.0, "syntax_valid": 0.0, "n": 1}
+    java = score(["int x ;"], ["int x ;"], language="java")
+    assert "syntax_valid" not in java and "exact_match_ast" not in java  # Python syntax trees only
     assert score([], [])["n"] == 0
 
 
-@pytest.mark.parametrize("fn", [bleu, codexglue_bleu, chrf, exact_match, score])
+@pytest.mark.parametrize("fn", [bleu, codexglue_bleu, chrf, exact_match, exact_match_ast, score])
 def test_length_mismatch_raises(fn) -> None:
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         fn(["a", "b"], ["a"])

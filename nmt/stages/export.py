@@ -39,7 +39,7 @@ def model_card(params: Params, config: dict, data_stats: dict, train: dict, fact
     m = to_dict(config["model"])
     score_rows = "\n".join(
         f"| {key} | {evaluation[key]:.2f} | {evaluation.get('baseline_' + key, float('nan')):.2f} |"
-        for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "syntax_valid") if key in evaluation
+        for key in ("bleu", "codexglue_bleu", "chrf", "exact_match", "exact_match_ast", "syntax_valid") if key in evaluation
     )
     splits = data_stats.get("counts", {})
     rerank = f", reranked by {params.evaluate.rerank}" if params.evaluate.rerank != "none" else ""
