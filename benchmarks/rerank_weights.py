@@ -1,7 +1,7 @@
 """The lexical reranker's weights on an exported model: a grid, and what the chosen ones are worth.
 
     .venv/bin/python -m benchmarks.rerank_weights MODEL_DIR DATA.jsonl [--beam-size 10] [--folds 2] [--repeats 5]
-        [--ensemble W.safetensors:W.json ...]
+        [--ensemble W.safetensors:W.json ...] [--match tokens|tree]
 
 Decodes ``DATA.jsonl`` once (beam search, the whole n-best, with the model's literal_prefixes
 setting), computes the three penalties of every hypothesis (:mod:`nmt.decoding.rerank`) and, when the model
@@ -14,6 +14,8 @@ is cut in ``--folds`` random parts ``--repeats`` times, the best weights of the 
 scored on each part, so the figure is free of the optimism of choosing weights on the same pairs.
 Needs the model's lexicon.json. With ``--ensemble``, the n-best is that of the model and the given
 checkpoints decoding as one (:mod:`benchmarks.ensemble`): the same figures, for an ensemble.
+``--match tree`` counts a hypothesis right when its Python syntax tree is the reference's
+(:func:`nmt.metrics.same_code`, the *same syntax tree* metric) instead of its tokens.
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ from nmt.metrics import is_valid_python
 # best point had sat on that edge (0.3), and past it the best is interior (0.8).
 GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 3.0), "unexplained": (0.0, 0.5, 1.0, 2.0),
         "repeated": (0.0, 0.5, 1.0, 2.0, 3.0), "reconstruction": (0.0, 0.15, 0.3, 0.6, 0.8, 1.0, 1.5, 2.0)}
+# When a hypothesis counts as right: exact_match's token equality, or exact_match_ast's equal syntax trees.
+MATCHES = {"tokens": lambda hyp, ref: hyp.split() == ref.split(), "tree": metrics.same_code}
 
 
 def hypotheses(model_dir: Path, data: Path, beam_size: int,
-               members: list[tuple[Path, Path]] | None = None) -> list[list[dict]]:
+               members: list[tuple[Path, Path]] | None = None, match: str = "tokens") -> list[list[dict]]:
     """Per pair: each hypothesis's score, validity, penalties, reconstruction score (0 without a
-    reverse model) and whether it is an exact match; the beam's best score first. ``members``:
-    checkpoints (weights, config) that decode together with the model (an ensemble)."""
+    reverse model) and whether it is right by ``match`` (:data:`MATCHES`); the beam's best score
+    first. ``members``: checkpoints (weights, config) that decode together with the model (an ensemble)."""
+    right = MATCHES[match]
     translator = Translator.from_pretrained(model_dir, device="cpu")
     translator.model = with_members(translator.model, members or [], translator.tokenizer.placeholder_ids)
     if translator.lexicon is None:
@@ -57,7 +62,7 @@ def hypotheses(model_dir: Path, data: Path, beam_size: int,
         rec = t.reconstruction or [0.0] * len(t.n_best)
         hyps = [{"score": score, "valid": is_valid_python(text), "reconstruction": r,
                  "penalties": penalties(row["nl"], text, translator.lexicon),
-                 "exact": metrics.exact_match([text], [row["code"]]) == 100.0}
+                 "exact": right(text, row["code"])}
                 for (text, score), r in zip(t.n_best, rec)]
         table.append(sorted(hyps, key=lambda h: -h["score"]))
     return table
@@ -101,19 +106,23 @@ def main() -> None:
     ap.add_argument("--ensemble", action="append", default=[], metavar="WEIGHTS:CONFIG",
                     help="a checkpoint (e.g. another run's models/best.safetensors:models/best.json, same "
                          "tokenizer) that decodes together with the model; repeat for more")
+    ap.add_argument("--match", choices=sorted(MATCHES), default="tokens",
+                    help="a hypothesis is right when its whitespace tokens (exact_match) or its Python syntax "
+                         "tree (exact_match_ast) equal the reference's")
     args = ap.parse_args()
     try:
         members = [parse_member(spec) for spec in args.ensemble]
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"--ensemble: {e}") from None
-    table = hypotheses(args.model_dir, args.data, args.beam_size, members)
+    table = hypotheses(args.model_dir, args.data, args.beam_size, members, args.match)
     everything = list(range(len(table)))
     reverse = any(h["reconstruction"] for hyps in table for h in hyps)
     grid = [LexicalWeights(*w) for w in itertools.product(*GRID.values()) if reverse or not w[3]]
     em = {w: 100 * exact_matches(table, w, everything) / len(table) for w in grid}
     own = Translator.from_pretrained(args.model_dir, device="cpu").defaults.weights
     models = f", an ensemble of {1 + len(members)} models" if members else ""
-    print(f"pairs {len(table)}, beam {args.beam_size}{models}, {'with' if reverse else 'without'} a reverse model")
+    print(f"pairs {len(table)}, beam {args.beam_size}{models}, {'with' if reverse else 'without'} a reverse model; "
+          f"right: the same {'syntax tree' if args.match == 'tree' else 'tokens'}")
     print(f"top hypothesis: {100 * sum(hyps[0]['exact'] for hyps in table) / len(table):.1f}; "
           f"the gold line among the n-best (the most any reranking can get): "
           f"{100 * sum(any(h['exact'] for h in hyps) for hyps in table) / len(table):.1f}")

@@ -252,8 +252,9 @@ class EvaluateConfig:
 
 # The evaluate options that say how to decode: the export records them (config.json "decoding"),
 # and `nmt generate` / `nmt evaluate` use them unless told otherwise.
-DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank", "rerank_missing",
-                 "rerank_unexplained", "rerank_repeated", "rerank_reconstruction", "literal_prefixes", "grammar")
+RERANK_WEIGHTS = ("rerank_missing", "rerank_unexplained", "rerank_repeated", "rerank_reconstruction")  # the lexical reranker's
+DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "rerank", *RERANK_WEIGHTS,
+                 "literal_prefixes", "grammar")
 
 
 # --------------------------------------------------------------------------- export / mlflow

@@ -28,11 +28,9 @@ from typing import Any
 
 import yaml
 
-from nmt.config import DECODING_KEYS
+from nmt.config import RERANK_WEIGHTS
 from nmt.io import atomic_write_text, read_json
 from nmt.results import latest_result
-
-RERANK_WEIGHTS = [key for key in DECODING_KEYS if key.startswith("rerank_")]  # missing, unexplained, ...
 
 README = Path("README.md")
 DOCS = Path("docs")
@@ -182,15 +180,18 @@ def django_runs(root: Path) -> str:
     for r, path in runs:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
         evaluate = _evaluate_settings(r, defaults)
-        rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}",
+        best = f" (best {facts['best_step']:,})" if "best_step" in facts else ""
+        tree = f"{ev['exact_match_ast']:.1f}" if "exact_match_ast" in ev else "–"  # runs before the metric: –
+        rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}{best}",
                      ", ".join(f"{evaluate[key]:g}" for key in RERANK_WEIGHTS),
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
-                     f"{ev['exact_match']:.1f} / {ev['bleu']:.1f}",
+                     f"{ev['exact_match']:.1f} / {tree} / {ev['bleu']:.1f}",
                      f"{wall['train'] / 60:.0f} + {wall.get('reverse', 0) / 60:.0f}",
                      f"{wall['dvc_exp_run'] / 60:.0f}"])
-    return (_table(["result file", "commit", "precision", "steps",
+    return (_table(["result file", "commit", "precision", "steps (the checkpoint's)",
                     "reranker weights: missing, unexplained, repeated, reconstruction",
-                    "selection split: best greedy exact match % / BLEU", "test split: exact match % / BLEU",
+                    "selection split: best greedy exact match % / BLEU",
+                    "test split: exact match % / same syntax tree % / BLEU",
                     "training + reverse model, min", "whole `dvc exp run`, min"], rows)
             + "\nThe selection split's figures are those the checkpoint and the recipe's settings are chosen on; the "
               "test split's are the reported ones (beam search with reranking).\n")

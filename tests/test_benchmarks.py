@@ -322,6 +322,26 @@ def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypa
     assert all([h["score"] for h in hyps] == sorted((h["score"] for h in hyps), reverse=True) for hyps in table)
 
 
+def test_rerank_weights_match_tree_counts_a_line_right_by_its_syntax_tree(tmp_path, tiny_export):
+    import shutil
+
+    from benchmarks.rerank_weights import MATCHES, hypotheses
+    from nmt.decoding.rerank import Lexicon
+
+    from .conftest import synthetic_pairs, write_jsonl
+
+    assert MATCHES["tree"]("f ( 'a' )", 'f ( "a" )') and not MATCHES["tokens"]("f ( 'a' )", 'f ( "a" )')
+    assert MATCHES["tokens"]("f (  a )", "f ( a )") and not MATCHES["tree"]("f ( a )", "f ( b )")
+    out = tmp_path / "export"
+    shutil.copytree(tiny_export, out)
+    pairs = synthetic_pairs(6, seed=4)
+    Lexicon.from_pairs([(p["nl"], p["code"]) for p in pairs]).save(out / "lexicon.json")
+    data = write_jsonl(tmp_path / "dev.jsonl", pairs)
+    by_tokens, by_tree = hypotheses(out, data, 3), hypotheses(out, data, 3, match="tree")
+    assert [[h["score"] for h in hyps] for hyps in by_tokens] == [[h["score"] for h in hyps] for hyps in by_tree]
+    assert all(b["exact"] >= a["exact"] for x, y in zip(by_tokens, by_tree) for a, b in zip(x, y))
+
+
 def test_rerank_weights_flags_a_best_point_on_the_grids_edge():
     """A best weight at the grid's largest value says the optimum may lie beyond: the grid is too small."""
     from benchmarks.rerank_weights import GRID, edges

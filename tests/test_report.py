@@ -173,9 +173,12 @@ def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_p
     weights |= {"rerank_missing": 1.5}
     shown = ", ".join(f"{weights[k]:g}" for k in ("rerank_missing", "rerank_unexplained", "rerank_repeated",
                                                    "rerank_reconstruction"))
-    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {recipe['run']['train']['steps']:,} | {shown} "
+    facts, ev = recipe["run"]["train"], recipe["metrics"]["eval"]
+    best = f" (best {facts['best_step']:,})" if "best_step" in facts else ""
+    tree = f"{ev['exact_match_ast']:.1f}" if "exact_match_ast" in ev else "–"
+    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {facts['steps']:,}{best} | {shown} "
                        f"| 60.0 / 65.0 "
-                       f"| {recipe['metrics']['eval']['exact_match']:.1f} / {recipe['metrics']['eval']['bleu']:.1f} "
+                       f"| {ev['exact_match']:.1f} / {tree} / {ev['bleu']:.1f} "
                        f"| 80 + 0 | 100 |")
     assert new_row.startswith(f"| `django-2026-02-01.json` | {recipe['commit'][:7]} | "
                               f"{recipe['run']['train'].get('precision', 'fp32')} |")

@@ -21,11 +21,9 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nmt.config import DECODING_KEYS, RERANK_CHOICES, EvaluateConfig
+from nmt.config import DECODING_KEYS, RERANK_CHOICES, RERANK_WEIGHTS, EvaluateConfig
 from nmt.decoding.rerank import LexicalWeights
 from nmt.decoding.search import check_sampling
-
-RERANK_WEIGHTS = ("rerank_missing", "rerank_unexplained", "rerank_repeated", "rerank_reconstruction")
 
 
 @dataclass(frozen=True)
