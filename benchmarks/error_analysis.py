@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import keyword
 import tokenize
 from collections import Counter
@@ -44,6 +43,7 @@ from pathlib import Path
 from nmt.data.pairs import read_jsonl
 from nmt.decoding.translator import Translator
 from nmt.io import atomic_write_json
+from nmt.metrics import same_tokens
 
 KINDS = ("name", "literal", "structure")
 WHERE = ("ranked lower", "never in the n-best")
@@ -75,10 +75,6 @@ def kind_of(output: str, reference: str) -> str:
     return "structure"
 
 
-def same(a: str, b: str) -> bool:
-    return a.split() == b.split()
-
-
 def shape(code: str) -> list[str]:
     """The line's tokens with every name, string and number replaced by its kind."""
     return [text if kind in ("OP", "KEYWORD", "RAW") else kind for kind, text in code_tokens(code)]
@@ -88,7 +84,7 @@ def quote_style_only(output: str, reference: str) -> bool:
     """Whether the two lines differ, and only in which quote characters delimit their strings."""
     def unquoted(code: str) -> list[str]:
         return [t[1:-1] if kind == "STRING" and t[:1] in "'\"" and t[-1:] == t[:1] else t for kind, t in code_tokens(code)]
-    return not same(output, reference) and unquoted(output) == unquoted(reference)
+    return not same_tokens(output, reference) and unquoted(output) == unquoted(reference)
 
 
 def analyse(rows: list[dict], translations: list, examples: int, neighbours: list[str] | None = None) -> dict:
@@ -98,16 +94,16 @@ def analyse(rows: list[dict], translations: list, examples: int, neighbours: lis
 
     table: Counter[tuple[str, str]] = Counter()
     shown: dict[str, list[dict]] = {kind: [] for kind in KINDS}
-    ceiling = sum(any(same(text, row["code"]) for text, _ in t.n_best) for row, t in zip(rows, translations))
+    ceiling = sum(any(same_tokens(text, row["code"]) for text, _ in t.n_best) for row, t in zip(rows, translations))
     hypotheses = [text for t in translations for text, _ in t.n_best]
     not_parsing = sum(not is_valid_python(text) for text in hypotheses)
     quotes = neighbour_shape = 0
     for i, (row, t) in enumerate(zip(rows, translations)):
-        if same(t.text, row["code"]):
+        if same_tokens(t.text, row["code"]):
             continue
         quotes += quote_style_only(t.text, row["code"])
         neighbour_shape += neighbours is not None and shape(neighbours[i]) == shape(row["code"])
-        where = WHERE[0] if any(same(text, row["code"]) for text, _ in t.n_best) else WHERE[1]
+        where = WHERE[0] if any(same_tokens(text, row["code"]) for text, _ in t.n_best) else WHERE[1]
         kind = kind_of(t.text, row["code"])
         table[kind, where] += 1
         if len(shown[kind]) < examples:

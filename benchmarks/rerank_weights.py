@@ -38,7 +38,7 @@ from nmt.metrics import is_valid_python
 GRID = {"missing": (0.0, 1.0, 1.5, 2.0, 3.0), "unexplained": (0.0, 0.5, 1.0, 2.0),
         "repeated": (0.0, 0.5, 1.0, 2.0, 3.0), "reconstruction": (0.0, 0.15, 0.3, 0.6, 0.8, 1.0, 1.5, 2.0)}
 # When a hypothesis counts as right: exact_match's token equality, or exact_match_ast's equal syntax trees.
-MATCHES = {"tokens": lambda hyp, ref: hyp.split() == ref.split(), "tree": metrics.same_code}
+MATCHES = {"tokens": metrics.same_tokens, "tree": metrics.same_code}
 
 
 def hypotheses(model_dir: Path, data: Path, beam_size: int,

@@ -96,7 +96,12 @@ def exact_match(hyps: Sequence[str], refs: Sequence[str]) -> float:
     _check(hyps, refs)
     if not hyps:
         return 0.0
-    return 100.0 * sum(h.split() == r.split() for h, r in zip(hyps, refs)) / len(hyps)
+    return 100.0 * sum(map(same_tokens, hyps, refs)) / len(hyps)
+
+
+def same_tokens(hyp: str, ref: str) -> bool:
+    """Whether two lines have the same whitespace-separated tokens (:func:`exact_match`'s test)."""
+    return hyp.split() == ref.split()
 
 
 def is_valid_python(code: str) -> bool:
@@ -154,7 +159,7 @@ def same_code(hyp: str, ref: str) -> bool:
     through Python's syntax tree and back (``astor.to_source``) and the hypothesis is generated from
     a tree, so quote style and brackets cannot differ.
     """
-    if hyp.split() == ref.split():
+    if same_tokens(hyp, ref):
         return True
     a, b = parse_line(hyp), parse_line(ref)
     return a is not None and b is not None and ast.dump(a) == ast.dump(b)
