@@ -52,8 +52,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]) + "\n"
 
 
+def _score(metrics: dict, key: str) -> str:
+    """One score to a decimal, or – where the file predates the metric."""
+    return f"{metrics[key]:.1f}" if key in metrics else "–"
+
+
 def _scores(metrics: dict, prefix: str = "") -> list[str]:
-    return [f"{metrics[prefix + key]:.1f}" if prefix + key in metrics else "–" for key, _ in SCORES]
+    return [_score(metrics, prefix + key) for key, _ in SCORES]
 
 
 def _missing(path: Path, command: str) -> str:
@@ -181,11 +186,10 @@ def django_runs(root: Path) -> str:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
         evaluate = _evaluate_settings(r, defaults)
         best = f" (best {facts['best_step']:,})" if "best_step" in facts else ""
-        tree = f"{ev['exact_match_ast']:.1f}" if "exact_match_ast" in ev else "–"  # runs before the metric: –
         rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}{best}",
                      ", ".join(f"{evaluate[key]:g}" for key in RERANK_WEIGHTS),
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
-                     f"{ev['exact_match']:.1f} / {tree} / {ev['bleu']:.1f}",
+                     f"{ev['exact_match']:.1f} / {_score(ev, 'exact_match_ast')} / {ev['bleu']:.1f}",
                      f"{wall['train'] / 60:.0f} + {wall.get('reverse', 0) / 60:.0f}",
                      f"{wall['dvc_exp_run'] / 60:.0f}"])
     return (_table(["result file", "commit", "precision", "steps (the checkpoint's)",
