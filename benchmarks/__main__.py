@@ -12,14 +12,16 @@ MFU divides the analytic FLOPs of a step (nmt/flops.py) by its time and by the m
 measured at the start of this run with the train stage's own measurement (the best of several
 warm products, nmt.flops.measure_peak_flops); the datasheet's peak is recorded beside it for the
 GPUs nmt.flops knows, never divided by. The peak is measured again at the end (drift within a
-run), and the MFU of the last few full runs on the same machine and torch is kept with its spread
-(drift between runs): a different machine or a ``--quick`` run starts a fresh list. The markdown
+run), and the MFU of the last few full runs on the same machine, torch and timed code is kept with
+its spread (drift between runs): a different machine, a change to the code a training step runs,
+or a ``--quick`` run starts a fresh list. The markdown
 table printed at the end is the README's (nmt.report renders it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -35,6 +37,9 @@ from nmt.report import benchmarks_table
 
 LENGTHS = train_step.LENGTHS
 MFU_RUNS_KEPT = 5  # enough to see a spread, few enough that an old machine state ages out
+# What a timed training step runs: a change here moves the MFU by design, so it is not drift.
+TIMED_CODE = ("nmt/model.py", "nmt/flops.py", "nmt/training", "benchmarks/train_step.py")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def now() -> str:
@@ -45,6 +50,16 @@ def mfu_entry(results: dict, date: str) -> dict:
     """One run's headline MFU (the 128-token shape) with what it was divided by and measured on."""
     return {"mfu": results["mfu"], "peak_flops": results["peak_flops"],
             "step_s": results["by_length"][str(LENGTHS[-1])]["step_s"], "date": date}
+
+
+def timed_code_digest(root: Path = ROOT) -> str:
+    """A digest of TIMED_CODE's Python files as they are on disk (uncommitted changes included)."""
+    digest = hashlib.sha256()
+    for entry in TIMED_CODE:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def read_previous(path: Path) -> dict | None:
@@ -62,10 +77,12 @@ def read_previous(path: Path) -> dict | None:
 
 def comparable(previous: dict, current: dict) -> bool:
     """Whether a former run's MFU belongs in this run's spread: both full runs, same device, same
-    torch (a quick run's shorter timings, or another machine's, would pass for drift)."""
+    torch, same timed code (a quick run's shorter timings, another machine's, or a faster model's
+    would pass for drift; a file from before ``timed_code`` was recorded starts a fresh list)."""
     return (previous.get("quick") is False and not current["quick"]
             and previous.get("device") == current["device"]
-            and previous.get("versions", {}).get("torch") == current["versions"]["torch"])
+            and previous.get("versions", {}).get("torch") == current["versions"]["torch"]
+            and previous.get("timed_code") == current["timed_code"])
 
 
 def mfu_history(previous: dict | None, current: dict, date: str) -> dict:
@@ -121,7 +138,8 @@ def run(device: torch.device, quick: bool, previous: dict | None = None, model_d
         results |= train_step.data_wait_share(device, steps=5 if quick else 40)
     if "deployment" not in skip:
         results |= deployment(model_dir, data, quick)
-    results |= {"device": describe_device(device), "versions": versions(), "quick": quick}
+    results |= {"device": describe_device(device), "versions": versions(), "quick": quick,
+                "timed_code": timed_code_digest()}
     if skip:
         results["skipped"] = [part for part in PARTS if part in skip]
     if "train_step" not in skip:

@@ -1,6 +1,7 @@
 """Committed result files: what a run measured, where, with which code.
 
-``python -m nmt.recipes NAME --run`` writes ``results/NAME-YYYY-MM-DD.json`` when its
+``python -m nmt.recipes NAME --run`` writes ``results/NAME-YYYY-MM-DD.json`` (a later run that day
+``...-2.json``, ``-3``: none overwrites another) when its
 ``dvc exp run`` succeeds; ``make report`` renders README tables from these files, so a figure in the
 README is always one a command wrote. A result file holds
 
@@ -19,6 +20,7 @@ import csv
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -109,7 +111,15 @@ def recipe_result(name: str, overrides: dict, command: list[str], wall_seconds: 
 
 
 def result_path(name: str, today: dt.date, root: Path = Path(".")) -> Path:
-    return root / RESULTS / f"{name}-{today.isoformat()}.json"
+    """``results/NAME-YYYY-MM-DD.json``, or ``...-2.json``, ``-3``, ... when the day already has one:
+    a second run on the same day never overwrites the first (which may be committed)."""
+    first = root / RESULTS / f"{name}-{today.isoformat()}.json"
+    if not first.exists():
+        return first
+    n = 2
+    while (path := first.with_name(f"{name}-{today.isoformat()}-{n}.json")).exists():
+        n += 1
+    return path
 
 
 def write_recipe_result(name: str, overrides: dict, command: list[str], wall_seconds: float,
@@ -121,7 +131,15 @@ def write_recipe_result(name: str, overrides: dict, command: list[str], wall_sec
     return path
 
 
+def _run_order(name: str, path: Path) -> tuple[str, int] | None:
+    """``(date, n)`` of ``NAME-YYYY-MM-DD[-n].json`` (the day's first run is n = 1), or None for
+    another file: ``django-fp32-2026-11-29.json`` is not a run of recipe ``django``."""
+    match = re.fullmatch(rf"{re.escape(name)}-(\d{{4}}-\d{{2}}-\d{{2}})(?:-(\d+))?\.json", path.name)
+    return (match[1], int(match[2] or 1)) if match else None
+
+
 def latest_result(name: str, root: Path = Path(".")) -> Path | None:
-    """The newest committed ``results/NAME-YYYY-MM-DD.json``, or None."""
-    found = sorted((root / RESULTS).glob(f"{name}-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].json"))
-    return found[-1] if found else None
+    """The newest committed ``results/NAME-YYYY-MM-DD[-n].json`` (the day's last run), or None."""
+    found = [(order, path) for path in (root / RESULTS).glob(f"{name}-*.json")
+             if (order := _run_order(name, path)) is not None]
+    return max(found)[1] if found else None

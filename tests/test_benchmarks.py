@@ -191,9 +191,9 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
 
 
 def full_run(mfu: float, device: str = "cpu (x86_64, 2 threads)", torch_version: str = "2.0", quick: bool = False,
-             **extra) -> dict:
+             timed_code: str = "c0de", **extra) -> dict:
     return {"mfu": mfu, "peak_flops": 100, "by_length": {"128": {"step_s": 1.0}}, "device": device,
-            "versions": {"torch": torch_version}, "quick": quick, **extra}
+            "versions": {"torch": torch_version}, "quick": quick, "timed_code": timed_code, **extra}
 
 
 def test_mfu_runs_carry_forward_on_the_same_machine_only():
@@ -207,13 +207,31 @@ def test_mfu_runs_carry_forward_on_the_same_machine_only():
     for i in range(MFU_RUNS_KEPT + 2):
         previous = full_run(0.5 + i / 100) | mfu_history(previous, full_run(0.5 + i / 100), f"d{i}")
     assert len(previous["mfu_runs"]) == MFU_RUNS_KEPT and previous["mfu_runs"][-1]["date"] == f"d{MFU_RUNS_KEPT + 1}"
-    # another machine, another torch, or a quick run on either side: a fresh list
+    # another machine, another torch, other timed code, or a quick run on either side: a fresh list
     for other, current in [(first, full_run(0.4, device="cpu (arm64, 8 threads)")),
                            (first, full_run(0.4, torch_version="2.1")),
+                           (first, full_run(0.4, timed_code="f00d")),
+                           ({k: v for k, v in first.items() if k != "timed_code"}, full_run(0.4)),
                            (first, full_run(0.4, quick=True)),
                            (full_run(0.5, quick=True, mfu_runs=[{"mfu": 0.9}]), full_run(0.4))]:
         fresh = mfu_history(other, current, "d2")
         assert [r["mfu"] for r in fresh["mfu_runs"]] == [0.4] and fresh["mfu_spread"] is None
+
+
+def test_the_timed_code_digest_follows_the_files_a_training_step_runs(tmp_path):
+    from benchmarks.__main__ import TIMED_CODE, timed_code_digest
+
+    for entry in TIMED_CODE:
+        path = tmp_path / entry
+        (path / "step.py" if not entry.endswith(".py") else path).parent.mkdir(parents=True, exist_ok=True)
+        (path / "step.py" if not entry.endswith(".py") else path).write_text("x = 1\n")
+    before = timed_code_digest(tmp_path)
+    assert timed_code_digest(tmp_path) == before  # the same files, the same digest
+    (tmp_path / "nmt/training/step.py").write_text("x = 2\n")
+    changed = timed_code_digest(tmp_path)
+    (tmp_path / "README.md").write_text("not timed\n")
+    assert changed != before and timed_code_digest(tmp_path) == changed
+    assert timed_code_digest() == timed_code_digest()  # this repository's own files
 
 
 def test_a_results_file_from_before_mfu_runs_carries_no_run_forward(tmp_path):

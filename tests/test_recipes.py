@@ -129,6 +129,21 @@ def test_a_run_writes_the_result_file_with_measurements_apart_from_settings(tmp_
     assert results.recipe_result("django", {}, [], 1.0, root)["dirty"] is True
 
 
+def test_a_second_run_on_the_same_day_keeps_the_first_result_file(tmp_path):
+    day = results.dt.date(2026, 11, 30)
+    (tmp_path / "results").mkdir()
+    first = tmp_path / "results" / "django-2026-11-30.json"
+    first.write_text('{"the": "first run"}')
+    (tmp_path / "results" / "django-fp32-2026-12-01.json").write_text("{}")  # another recipe's name, a later day
+    assert results.latest_result("django", tmp_path) == first
+    paths = [results.write_recipe_result("django", {}, ["dvc"], 1.0, tmp_path, day) for _ in range(10)]
+    assert [p.name for p in paths] == [f"django-2026-11-30-{n}.json" for n in range(2, 12)]
+    assert first.read_text() == '{"the": "first run"}'
+    assert results.latest_result("django", tmp_path).name == "django-2026-11-30-11.json"  # 11 after 9, not before 2
+    later = results.write_recipe_result("django", {}, ["dvc"], 1.0, tmp_path, results.dt.date(2026, 12, 1))
+    assert later.name == "django-2026-12-01.json" and results.latest_result("django", tmp_path) == later
+
+
 def test_a_failed_run_writes_no_result_file(tmp_path, monkeypatch, capsys):
     root = _recipe_repo(tmp_path)
     monkeypatch.chdir(root)

@@ -88,26 +88,46 @@ def sweep_repo(tmp_path_factory) -> tuple[Path, dict]:
     return root, env
 
 
-def wait_for_queue(root: Path, env: dict, timeout_s: float = 900) -> str:
+def start_queue(root: Path, env: dict, jobs: int) -> None:
+    """``dvc queue start``, its output to a file, not a pipe: its workers inherit the command's stdout,
+    so a captured call would wait for the last worker to exit, not for the command."""
+    log = root / "queue-start.log"
+    with log.open("w") as out:
+        proc = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=root, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert proc.returncode == 0, f"dvc queue start failed:\n{log.read_text()}"
+
+
+def queue_diagnostics(root: Path) -> str:
+    """The workers' and the tasks' own logs (their tails): what a queue that did not finish left."""
+    logs = sorted((root / ".dvc" / "tmp" / "exps").rglob("*.out"))
+    return "\n".join(f"== {path.relative_to(root)}\n{path.read_text(errors='replace')[-3000:]}" for path in logs)
+
+
+def wait_for_queue(root: Path, env: dict, timeout_s: float = 600) -> str:
     deadline, status = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
         proc = subprocess.run(["dvc", "queue", "status"], cwd=root, env=env, capture_output=True, text=True,
-                              check=False)
+                              check=False, timeout=120)
         # dvc 3.67 now and then fails to read a task's info file while a worker writes it: ask again.
         if proc.returncode == 0:
             status = proc.stdout
             if not any(state in status for state in ("Queued", "Running")):
                 return status
         time.sleep(3)
-    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
+    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}\n{queue_diagnostics(root)}")
 
 
 def test_a_queued_sweep_runs_two_at_a_time_into_dvc_and_mlflow(sweep_repo):
     root, env = sweep_repo
     queued = run([sys.executable, "-m", "nmt.sweep", "train.lr=1e-3,5e-3", "--queue"], root, env)
     assert "queued 2 experiments" in queued.stdout
-    run(["dvc", "queue", "start", "--jobs", "2"], root, env)
-    status = wait_for_queue(root, env)
+    start_queue(root, env, jobs=2)
+    try:
+        status = wait_for_queue(root, env)
+    finally:  # no worker outlives the test, also when the queue hangs
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=root, env=env, capture_output=True, timeout=120,
+                       check=False)
     for name in POINTS:
         assert any(name in line and "Success" in line for line in status.splitlines()), status
 
