@@ -48,6 +48,7 @@ from benchmarks.int8 import DATA, MODEL, missing
 from nmt.data.pairs import read_jsonl
 from nmt.io import read_json
 from nmt.params import load_params
+from nmt.tracking.store import wait_until_answers
 
 START_TIMEOUT_S = 180  # loading torch, mlflow and the model on a busy 2-core machine
 REQUEST_TIMEOUT_S = 120
@@ -78,17 +79,10 @@ def mlflow_server(pyfunc_dir: Path) -> Iterator[str]:
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"the model server did not come up on {url} within {START_TIMEOUT_S} s:\n"
-                                   f"{log.read().decode(errors='replace')[-3000:]}") from None
-            time.sleep(0.5)
+    if not wait_until_answers(f"{url}/ping", proc, START_TIMEOUT_S):
+        log.seek(0)
+        raise RuntimeError(f"the model server did not come up on {url} within {START_TIMEOUT_S} s:\n"
+                           f"{log.read().decode(errors='replace')[-3000:]}")
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:

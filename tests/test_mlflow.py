@@ -24,7 +24,7 @@ import pytest
 from nmt.config import MlflowConfig
 from nmt.errors import NmtError
 from nmt.tracking.run import Run
-from nmt.tracking.store import TrackingError, check_reachable
+from nmt.tracking.store import TrackingError, check_reachable, wait_until_answers
 
 
 def mlflow_client(root: Path, monkeypatch):
@@ -165,16 +165,9 @@ def model_server(pipeline_repo):
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.poll() is not None else "(still running)"
-                    pytest.fail(f"model server did not come up on {url}:\n{out}")
-                time.sleep(0.5)
+        if not wait_until_answers(f"{url}/ping", proc, timeout_s=120):
+            out = proc.stdout.read().decode() if proc.poll() is not None else "(still running)"
+            pytest.fail(f"model server did not come up on {url}:\n{out}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -253,6 +246,37 @@ def test_served_champion_refuses_bad_requests_with_a_clear_400(model_server, bod
 # --------------------------------------------------------------------------- faults
 def dead_uri() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nothing listens there once the probe socket is closed
+
+
+def test_waiting_for_a_server_ends_when_it_answers_dies_or_times_out():
+    import http.server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            assert wait_until_answers(f"{url}/health", alive, timeout_s=10)
+            start = time.monotonic()  # an error status is not up: waits the whole timeout
+            assert not wait_until_answers(f"{url}/ping", alive, timeout_s=0.5, interval_s=0.1)
+            assert 0.5 <= time.monotonic() - start < 5
+        finally:
+            httpd.shutdown()
+            alive.kill()
+            alive.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    start = time.monotonic()  # the server exited: no need to wait out the timeout
+    assert not wait_until_answers(dead_uri() + "/health", dead, timeout_s=60)
+    assert time.monotonic() - start < 10
 
 
 def test_unreachable_store_fails_fast_naming_the_uri(monkeypatch, tmp_path):

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import torch
 import yaml
 
 from nmt.tracking.datasets import file_md5
+from nmt.tracking.store import wait_until_answers
 from tests.test_mlflow import copy_for_training, free_port
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
@@ -46,17 +46,9 @@ class TrackingServer:
         with open(self.root / "server.log", "ab") as log:  # its own process group: uvicorn dies with it
             self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.kill()
-                    pytest.fail(f"mlflow server did not answer on {self.url}:\n"
-                                f"{(self.root / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.3)
+        if not wait_until_answers(f"{self.url}/health", self.proc, timeout_s, interval_s=0.3):
+            self.kill()
+            pytest.fail(f"mlflow server did not answer on {self.url}:\n{(self.root / 'server.log').read_text()[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL the whole group at once: the server vanishes as in a crash, with no goodbye."""

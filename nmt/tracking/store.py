@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -71,6 +73,21 @@ def answers(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> bool:
     except TrackingError:
         return False
     return True
+
+
+def wait_until_answers(url: str, proc: subprocess.Popen, timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Poll ``url`` (a server's health route: ``/health``, ``/ping``) until it answers with success:
+    True. False as soon as ``proc``, the server, has exited, or ``timeout_s`` has passed; the caller
+    says so, with the server's log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:  # refused, timed out, or an error status (HTTPError): not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(interval_s)
 
 
 def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
