@@ -53,6 +53,7 @@ from nmt.config import ModelConfig
 from nmt.ct2 import convert, import_ctranslate2, score_ids, translate_ids
 from nmt.decoding.quantize import quantize
 from nmt.decoding.search import beam_search, greedy
+from nmt.device import torch_threads
 from nmt.model import Transformer, target_nll
 
 PAD, EOS = 0, 2
@@ -108,10 +109,7 @@ def reversal_model(steps: int, seed: int = 0) -> Transformer:
     generator = torch.Generator().manual_seed(seed)
     model = Transformer(REVERSAL, REVERSAL_VOCAB, PAD).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    # Products this small only lose to a thread pool's hand-offs: 2 threads were 5x slower on a busy 2-core CPU.
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # 2 threads were 5x slower on a busy 2-core CPU
         for _ in range(steps):
             srcs = reversal_sources(32, generator)
             b = collate(srcs, [s[::-1] for s in srcs], PAD, BOS, EOS, REVERSAL.max_len)
@@ -119,8 +117,6 @@ def reversal_model(steps: int, seed: int = 0) -> Transformer:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
 
 

@@ -12,6 +12,7 @@ from nmt.batching import collate
 from nmt.checkpoint import load_model, save_model
 from nmt.config import ModelConfig
 from nmt.decoding.search import beam_search, greedy, sample
+from nmt.device import torch_threads
 from nmt.errors import ModelFileError
 from nmt.model import Transformer
 from nmt.params import params_from_dict
@@ -166,9 +167,7 @@ def train_copy_task(copy: bool, steps: int = 400, seed: int = 0) -> Transformer:
     model = Transformer(cfg, N_IDS, PAD)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed + 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only add overhead, and a busy machine makes it worse
-    try:
+    with torch_threads(1):
         for _ in range(steps):
             seqs = random_sequences(g, 32, 3, N_SEEN)
             b = collate(seqs, seqs, PAD, BOS, EOS, 16)
@@ -176,8 +175,6 @@ def train_copy_task(copy: bool, steps: int = 400, seed: int = 0) -> Transformer:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
 
 

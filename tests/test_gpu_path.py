@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from nmt.batching import collate
 from nmt.config import Params, TrainConfig
+from nmt.device import torch_threads
 from nmt.errors import ConfigError
 from nmt.flops import train_step_flops
 from nmt.layout import TrainLayout as Paths
@@ -67,6 +68,16 @@ def assert_trained(out: Path, summary: dict) -> None:
 
 
 # --------------------------------------------------------------------------- precision, on the CPU
+def test_torch_threads_sets_the_count_for_the_body_and_restores_it_also_on_an_error():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="inside"), torch_threads(1):
+        raise ValueError("inside")
+    assert torch.get_num_threads() == before
+
+
 def test_auto_and_fp32_are_plain_float32_on_the_cpu():
     assert resolve_precision("auto", CPU) is None and resolve_precision("fp32", CPU) is None
     p = Precision.of("auto", CPU)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nmt.decoding.translator import Translation, Translator
+from nmt.device import torch_threads
 from nmt.errors import InputTooLongError
 
 from .conftest import fuzz_examples
@@ -33,10 +33,8 @@ POSITIVE_FLOAT = st.floats(min_value=0, max_value=1e300, exclude_min=True)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """The model is tiny: one thread is fastest, and on a busy machine extra threads spin-wait 10x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
