@@ -110,14 +110,16 @@ def recipe_result(name: str, overrides: dict, command: list[str], wall_seconds: 
     }
 
 
+def result_name(name: str, day: dt.date, n: int = 1) -> str:
+    """``NAME-YYYY-MM-DD.json`` for the day's first run, ``NAME-YYYY-MM-DD-n.json`` for its n-th."""
+    return f"{name}-{day.isoformat()}{f'-{n}' if n > 1 else ''}.json"
+
+
 def result_path(name: str, today: dt.date, root: Path = Path(".")) -> Path:
-    """``results/NAME-YYYY-MM-DD.json``, or ``...-2.json``, ``-3``, ... when the day already has one:
-    a second run on the same day never overwrites the first (which may be committed)."""
-    first = root / RESULTS / f"{name}-{today.isoformat()}.json"
-    if not first.exists():
-        return first
-    n = 2
-    while (path := first.with_name(f"{name}-{today.isoformat()}-{n}.json")).exists():
+    """The day's first free :func:`result_name`: a second run on the same day never overwrites the
+    first (which may be committed)."""
+    n = 1
+    while (path := root / RESULTS / result_name(name, today, n)).exists():
         n += 1
     return path
 
@@ -131,9 +133,9 @@ def write_recipe_result(name: str, overrides: dict, command: list[str], wall_sec
     return path
 
 
-def _run_order(name: str, path: Path) -> tuple[str, int] | None:
-    """``(date, n)`` of ``NAME-YYYY-MM-DD[-n].json`` (the day's first run is n = 1), or None for
-    another file: ``django-fp32-2026-11-29.json`` is not a run of recipe ``django``."""
+def run_order(name: str, path: Path) -> tuple[str, int] | None:
+    """``(date, n)`` of a :func:`result_name` of recipe ``name``, or None for another file:
+    ``django-fp32-2026-11-29.json`` is not a run of recipe ``django``."""
     match = re.fullmatch(rf"{re.escape(name)}-(\d{{4}}-\d{{2}}-\d{{2}})(?:-(\d+))?\.json", path.name)
     return (match[1], int(match[2] or 1)) if match else None
 
@@ -141,5 +143,5 @@ def _run_order(name: str, path: Path) -> tuple[str, int] | None:
 def latest_result(name: str, root: Path = Path(".")) -> Path | None:
     """The newest committed ``results/NAME-YYYY-MM-DD[-n].json`` (the day's last run), or None."""
     found = [(order, path) for path in (root / RESULTS).glob(f"{name}-*.json")
-             if (order := _run_order(name, path)) is not None]
+             if (order := run_order(name, path)) is not None]
     return max(found)[1] if found else None
