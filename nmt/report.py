@@ -30,7 +30,7 @@ import yaml
 
 from nmt.config import RERANK_WEIGHTS
 from nmt.io import atomic_write_text, read_json
-from nmt.results import latest_result
+from nmt.results import latest_result, run_order
 
 README = Path("README.md")
 DOCS = Path("docs")
@@ -177,8 +177,15 @@ def django_runs(root: Path) -> str:
     a name of its own), side by side: what the recipe was chosen on (the selection split), what it
     reports (the test split), and what it cost."""
     current = latest_result("django", root)  # the recipe's run: last among those of its day
-    runs = sorted(((read_json(p), p) for p in root.glob("results/django-*.json")),
-                  key=lambda run: (run[0]["date"], run[1] == current, run[1].name))
+
+    def order(run: tuple[dict, Path]) -> tuple:
+        """By day; within a day the replaced runs kept under names of their own (by name), then the
+        recipe's runs in the order they ran (``-2`` after the first), the current one last."""
+        data, path = run
+        n = (run_order("django", path) or ("", 0))[1]
+        return data["date"], path == current, n, path.name
+
+    runs = sorted(((read_json(p), p) for p in root.glob("results/django-*.json")), key=order)
     if not runs:
         return _missing(Path("results/django-<date>.json"), "make django")
     rows, defaults = [], _params_evaluate(root)  # params.yaml read once, not once per run

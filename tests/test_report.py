@@ -182,3 +182,16 @@ def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_p
                        f"| 80 + 0 | 100 |")
     assert new_row.startswith(f"| `django-2026-02-01.json` | {recipe['commit'][:7]} | "
                               f"{recipe['run']['train'].get('precision', 'fp32')} |")
+
+
+def test_a_days_recipe_runs_are_rows_in_the_order_they_ran(tmp_path: Path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text()) | {"date": "2026-03-01"}
+    names = ["django-kept-2026-03-01.json", "django-2026-03-01.json", "django-2026-03-01-2.json",
+             "django-2026-03-01-10.json"]  # -10 after -2: the run's number, not the name's characters
+    for name in reversed(names):
+        (tmp_path / "results" / name).write_text(json.dumps(recipe))
+    rows = [line.split(" | ")[0][3:-1] for line in report.django_runs(tmp_path).splitlines()
+            if line.startswith("| `django-")]
+    assert rows == names
