@@ -9,6 +9,7 @@ id goes to ``models/mlflow_run.json`` for the evaluate and export stages. The tr
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 
@@ -62,7 +63,12 @@ def train(params: Params, paths: TrainLayout = TrainLayout(), reverse: bool = Fa
             trainer = Trainer(params, paths, run, data_sha, device, d, precision, reverse)
             trainer.start(state)
             result = trainer.fit()
-        del trainer  # its DDP wrapper holds the process group: let it go before the group does
+        # The trainer's DDP wrapper holds the process group; if the trainer sits in a reference cycle,
+        # `del` alone leaves it to the collector, which may run only at exit, after the group was
+        # destroyed: its gloo threads then die joinable ("terminate called without an active
+        # exception", SIGABRT on a rank of a run that had succeeded; seen twice in fresh-clone CI).
+        del trainer
+        gc.collect()
         distributed.finish(d)
         return result
     finally:
