@@ -176,14 +176,13 @@ def django_runs(root: Path) -> str:
     """Every committed run of the Django recipe (``results/django-*.json``, a replaced run kept under
     a name of its own), side by side: what the recipe was chosen on (the selection split), what it
     reports (the test split), and what it cost."""
-    current = latest_result("django", root)  # the recipe's run: last among those of its day
-
     def order(run: tuple[dict, Path]) -> tuple:
         """By day; within a day the replaced runs kept under names of their own (by name), then the
-        recipe's runs in the order they ran (``-2`` after the first), the current one last."""
+        recipe's runs in the order they ran (``-2`` after the first), so the recipe's current run,
+        the newest, comes last."""
         data, path = run
         n = (run_order("django", path) or ("", 0))[1]
-        return data["date"], path == current, n, path.name
+        return data["date"], n, path.name
 
     runs = sorted(((read_json(p), p) for p in root.glob("results/django-*.json")), key=order)
     if not runs:
