@@ -19,6 +19,7 @@ class TrainLayout:
     """Where the train stage (and train_reverse) reads and writes."""
 
     data: Path = TOKENIZED
+    raw: Path = RAW  # stats.json: the code's language (Python dev lines also score the same syntax tree)
     models: Path = Path("models")
     metrics: Path = Path("metrics")
     plots: Path = Path("plots")

@@ -11,7 +11,8 @@ differs from a fresh rendering. No figure is typed by hand: each comes from
 - ``results/published.json``: published scores, each with its source;
 - ``benchmarks/results.json``: ``python -m benchmarks``; its ``gpu`` key, ``bash benchmarks/gpu.sh`` on a GPU;
 - ``results/scaling.json``: ``bash benchmarks/ddp_scaling.sh``;
-- ``results/profiles.json``: ``python -m benchmarks.profiles``.
+- ``results/profiles.json``: ``python -m benchmarks.profiles``;
+- ``results/seeds-NAME.json``: ``python -m benchmarks.seeds NAME ...``.
 
 A file that is not there renders as the command that writes it, never as a made-up figure.
 """
@@ -102,9 +103,17 @@ def default_results(root: Path) -> str:
 def default_curve(root: Path) -> str:
     """The selection (dev) split during training: greedy decoding of its first pairs."""
     rows = list(csv.DictReader(io.StringIO((root / CURVE).read_text())))
-    return _table(["step", "train loss", "dev loss", "dev BLEU", "dev exact match %"],
-                  [[r["step"], f"{float(r['train_loss']):.3f}", f"{float(r['dev_loss']):.3f}",
-                    f"{float(r['dev_bleu']):.1f}", f"{float(r['dev_exact_match']):.1f}"] for r in rows])
+    return _table(CURVE_HEADER, [[r["step"], f"{float(r['train_loss']):.3f}", f"{float(r['dev_loss']):.3f}",
+                                  f"{float(r['dev_bleu']):.1f}", f"{float(r['dev_exact_match']):.1f}",
+                                  _tree(r.get("dev_exact_match_ast"))] for r in rows])
+
+
+# A curve from before dev scored the syntax tree (or of code that is not Python) has no such column.
+CURVE_HEADER = ["step", "train loss", "dev loss", "dev BLEU", "dev exact match %", "dev same syntax tree %"]
+
+
+def _tree(value: str | float | None) -> str:
+    return "–" if value in (None, "") else f"{float(value):.1f}"
 
 
 def default_examples(root: Path) -> str:
@@ -167,9 +176,9 @@ def django_curve(root: Path) -> str:
     result = _recipe(root, "django")
     if result is None or not result.get("curve"):
         return _missing(Path("results/django-<date>.json"), "make django")
-    return _table(["step", "train loss", "dev loss", "dev BLEU", "dev exact match %"],
-                  [[f"{r['step']:,.0f}", f"{r['train_loss']:.3f}", f"{r['dev_loss']:.3f}", f"{r['dev_bleu']:.1f}",
-                    f"{r['dev_exact_match']:.1f}"] for r in result["curve"]])
+    return _table(CURVE_HEADER, [[f"{r['step']:,.0f}", f"{r['train_loss']:.3f}", f"{r['dev_loss']:.3f}",
+                                  f"{r['dev_bleu']:.1f}", f"{r['dev_exact_match']:.1f}", _tree(r.get("dev_exact_match_ast"))]
+                                 for r in result["curve"]])
 
 
 def django_runs(root: Path) -> str:
@@ -597,6 +606,40 @@ def profiles(root: Path) -> str:
             f"{r['date'][:10]}, {_machine(r['machine'])}, {_minutes(r['seconds'])}.\n")
 
 
+def seed_comparisons(root: Path) -> str:
+    """Each ``results/seeds-NAME.json`` (``python -m benchmarks.seeds``): two commits of the default
+    pipeline trained seed by seed, the selection split's last evaluation and the test split per seed,
+    their means, and the verdict of the rule the comparison was run under."""
+    paths = sorted(root.glob("results/seeds-*.json"))
+    if not paths:
+        return _missing(Path("results/seeds-NAME.json"),
+                        "python -m benchmarks.seeds NAME --arm old=COMMIT --arm new=COMMIT --seeds N ...")
+    out = []
+    for path in paths:
+        r = read_json(path)
+        (base, a), (other, b) = r["arms"].items()
+        label = {base: f"{base} ({a['commit'][:7]})", other: f"{other} ({b['commit'][:7]})"}
+
+        def cells(run: dict) -> list[str]:
+            return [f"{run['dev_loss']:.4f}", f"{run['dev_exact_match']:.1f}", f"{run['test_exact_match']:.1f}"]
+
+        rows = [[str(s), *cells(a["runs"][str(s)]), *cells(b["runs"][str(s)])] for s in r["seeds"]]
+        rows.append([f"mean of {len(r['seeds'])}", *cells(r["means"][base]), *cells(r["means"][other])])
+        header = ["seed", *(f"{label[arm]}: {what}" for arm in (base, other)
+                            for what in ("dev loss", "dev exact match %", "test exact match %"))]
+        rule = r["rule"]
+        verdict = (f"**{other} adopted**" if r["adopted"] else f"**{other} not adopted**, {base} kept")
+        out.append(f"`{path.name}`: {r['question']}\n\n" + _table(header, rows)
+                   + f"\nDev is the selection split at its last evaluation (step {a['runs'][str(r['seeds'][0])]['step']:,}), "
+                   f"greedy; test is the pipeline's reported decoding. The rule, fixed before the runs: adopt {other} iff "
+                   f"its mean dev loss rises by at most {rule['max_loss_rise']} and its mean dev exact match falls by "
+                   f"at most {rule['max_exact_match_drop']} points. Measured: dev loss {r['dev_loss_rise']:+.4f}, dev "
+                   f"exact match {-r['dev_exact_match_drop']:+.2f}: {verdict}. Test exact match (not deciding) is lower "
+                   f"with {other} on {r['test_exact_match_lower_on']} of {len(r['seeds'])} seeds. `{r['command']}` on "
+                   f"{r['date']}, {_machine(r['machine'])}.\n")
+    return "\n".join(out)
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "default-results": default_results,
     "default-curve": default_curve,
@@ -613,6 +656,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "gpu": gpu,
     "scaling": scaling,
     "profiles": profiles,
+    "seed-comparisons": seed_comparisons,
 }
 
 

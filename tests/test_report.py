@@ -195,3 +195,36 @@ def test_a_days_recipe_runs_are_rows_in_the_order_they_ran(tmp_path: Path):
     rows = [line.split(" | ")[0][3:-1] for line in report.django_runs(tmp_path).splitlines()
             if line.startswith("| `django-")]
     assert rows == names
+
+
+def test_the_curves_show_the_same_syntax_tree_where_dev_scored_it(tmp_path: Path):
+    root = copy_results(tmp_path)
+    (root / report.CURVE).write_text("step,train_loss,dev_loss,dev_bleu,dev_exact_match,dev_exact_match_ast,lr\n"
+                                     "325,3.0,1.9,20.5,21.0,24.5,0.001\n650,2.5,1.6,30.0,33.0,,0.001\n")
+    table = report.default_curve(root)
+    assert "| 325 | 3.000 | 1.900 | 20.5 | 21.0 | 24.5 |" in table
+    assert "| 650 | 2.500 | 1.600 | 30.0 | 33.0 | – |" in table  # a row without it (resumed from an older run)
+
+
+def test_a_seed_comparison_renders_each_seed_the_means_and_the_rules_verdict(tmp_path: Path):
+    root = copy_results(tmp_path)
+    run = {"commit": "c" * 40, "step": 1300, "dev_loss": 1.5, "dev_exact_match": 40.0, "dev_bleu": 45.0,
+           "test_exact_match": 55.0, "test_bleu": 48.0}
+    comparison = {"command": "python -m benchmarks.seeds x", "question": "Does it cost quality?", "date": "2026-11-30",
+                  "machine": results.machine(), "rule": {"max_loss_rise": 0.005, "max_exact_match_drop": 1.0},
+                  "arms": {"old": {"commit": "a" * 40, "runs": {"1": run, "2": run | {"dev_exact_match": 44.0}}},
+                           "new": {"commit": "b" * 40, "runs": {"1": run | {"test_exact_match": 54.0}, "2": run}}},
+                  "seeds": [1, 2], "means": {"old": run | {"dev_exact_match": 42.0}, "new": run | {"test_exact_match": 54.5}},
+                  "dev_loss_rise": 0.0, "dev_exact_match_drop": 2.0, "test_exact_match_lower_on": 1, "adopted": False}
+    for path in (root / "results").glob("seeds-*.json"):
+        path.unlink()
+    (root / "results/seeds-x.json").write_text(json.dumps(comparison))
+    text = report.seed_comparisons(root)
+    assert "| 2 | 1.5000 | 44.0 | 55.0 | 1.5000 | 40.0 | 55.0 |" in text
+    assert "| mean of 2 | 1.5000 | 42.0 | 55.0 | 1.5000 | 40.0 | 54.5 |" in text
+    assert "old (aaaaaaa): dev loss" in text and "**new not adopted**, old kept" in text
+    assert "lower with new on 1 of 2 seeds" in text and "step 1,300" in text
+    (root / "results/seeds-x.json").write_text(json.dumps(comparison | {"adopted": True}))
+    assert "**new adopted**" in report.seed_comparisons(root)
+    (root / "results/seeds-x.json").unlink()
+    assert "python -m benchmarks.seeds NAME" in report.seed_comparisons(root)  # no file: the command that writes one

@@ -8,12 +8,24 @@ Each source module (:mod:`nmt.data.stdlib`, :mod:`nmt.data.django`, :mod:`nmt.da
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nmt.data.pairs import FileRead, LineReport, Pair
 from nmt.errors import DataError
+from nmt.io import read_json
 
 SPLITS = ("train", "dev", "test")
+# The language of each source's code: Python scores also count the same syntax tree and valid syntax.
+LANGUAGES = {"stdlib": "python", "django": "python", "concode": "java"}
+
+
+def language_of(raw_dir: Path) -> str:
+    """The code's language, from the download stage's ``stats.json`` in ``raw_dir``: Python for the
+    stdlib and Django sources, Java for CONCODE; unknown for the user's own files, or without the file
+    (a model trained on tokenized data alone)."""
+    stats = raw_dir / "stats.json"
+    return LANGUAGES.get(read_json(stats).get("source"), "unknown") if stats.is_file() else "unknown"
 
 
 @dataclass(frozen=True)

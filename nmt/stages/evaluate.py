@@ -9,23 +9,13 @@ from pathlib import Path
 from nmt import metrics, plots
 from nmt.config import Params
 from nmt.data.pairs import read_jsonl
+from nmt.data.source import language_of
 from nmt.decoding.settings import DecodeSettings
 from nmt.decoding.translator import Translator
-from nmt.io import (
-    atomic_write_json,
-    atomic_write_jsonl,
-    atomic_write_text,
-    read_json,
-)
+from nmt.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from nmt.layout import EvaluateLayout
 from nmt.retrieval import RetrievalBaseline
 from nmt.tracking.run import Run
-
-
-def language_of(raw_dir: Path) -> str:
-    """Python for the stdlib and Django sources, Java for CONCODE; unknown for the user's own files."""
-    source = read_json(raw_dir / "stats.json").get("source")
-    return {"stdlib": "python", "django": "python", "concode": "java"}.get(source, "unknown")
 
 
 def test_decodings(settings: DecodeSettings) -> dict[str, DecodeSettings]:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from nmt import plots
 from nmt.checkpoint import save_model
 from nmt.config import Params
+from nmt.data.source import language_of
 from nmt.data.tokenized import TokenizedSplit, load_literals
 from nmt.errors import NmtError
 from nmt.flops import Peak, measure_peak
@@ -56,7 +57,8 @@ from nmt.training.step import lr_factor, make_optimizer, optimizer_step
 from nmt.training.stream import Batches, RankSlices
 from nmt.training.validate import DevSet, evaluate_dev, make_dev_set
 
-CURVE_FIELDS = ["step", "train_loss", "dev_loss", "dev_bleu", "dev_exact_match", "lr"]
+# dev_exact_match_ast: Python code only (empty otherwise, and in rows resumed from before it existed)
+CURVE_FIELDS = ["step", "train_loss", "dev_loss", "dev_bleu", "dev_exact_match", "dev_exact_match_ast", "lr"]
 
 
 def seed_everything(seed: int) -> None:
@@ -75,7 +77,8 @@ class History:
         writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
-            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_FIELDS})
+            values = {k: row.get(k, "") for k in CURVE_FIELDS}
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
         return buf.getvalue()
 
 
@@ -150,7 +153,10 @@ class Trainer:
         if self.reverse:
             self.train_split, dev_split = self.train_split.swapped(), dev_split.swapped()
         literals = load_literals(data, "dev", len(dev_split)) if self.tok.string_placeholders else None
-        self.dev: DevSet = make_dev_set(dev_split, self.tok, self.cfg.eval_examples, self.cfg.batch_tokens, literals)
+        # The reverse model's targets are descriptions, whatever the code's language.
+        python = not self.reverse and language_of(self.paths.raw) == "python"
+        self.dev: DevSet = make_dev_set(dev_split, self.tok, self.cfg.eval_examples, self.cfg.batch_tokens, literals,
+                                        python)
 
     # ----------------------------------------------------------------- start or resume
     def start(self, state: dict | None) -> None:
@@ -317,10 +323,11 @@ class Trainer:
         progress.rows.append(row)
         progress.loss_sum, progress.loss_tokens = 0.0, 0
         self.run.log_metrics(dict(scores), step)
+        tree = f"  same tree {scores['dev_exact_match_ast']:.2f}" if "dev_exact_match_ast" in scores else ""
         bar.write(f"step {step}: dev loss {scores['dev_loss']:.3f}  BLEU {scores['dev_bleu']:.2f}  "
-                  f"EM {scores['dev_exact_match']:.2f}")
+                  f"EM {scores['dev_exact_match']:.2f}{tree}")
         if scores["dev_bleu"] > progress.best["dev_bleu"]:
-            progress.best = {"dev_bleu": scores["dev_bleu"], "dev_exact_match": scores["dev_exact_match"], "step": step}
+            progress.best = {"step": step, **{k: v for k, v in scores.items() if k != "dev_loss"}}
             progress.evals_without_gain = 0
             return True
         progress.evals_without_gain += 1
@@ -366,6 +373,8 @@ def _measurements(progress: Progress) -> dict:
         "split": "dev",  # the best_dev_* scores: the selection split (data/raw/stats.json: roles)
         "best_dev_bleu": progress.best["dev_bleu"],
         "best_dev_exact_match": progress.best["dev_exact_match"],
+        **({"best_dev_exact_match_ast": progress.best["dev_exact_match_ast"]} if "dev_exact_match_ast" in progress.best
+           else {}),
         "skipped_steps": progress.skipped_steps,  # NaN/inf loss or gradient: no update
         "train_seconds": round(progress.train_time, 1),
         "train_tokens_per_s": round(progress.tokens_seen / train_time),

@@ -35,6 +35,7 @@ class DevSet:
     references: list[str]
     batches: list[list[int]]
     literals: list[list[str]]  # per pair, what its string placeholders stand for (empty lists when off)
+    python: bool = False  # the references are Python lines: also score the same syntax tree
 
     def text(self, i: int, ids: list[int], tok: Tokenizer) -> str:
         """Decoded ids of pair ``i``'s output, placeholders restored: what the user would get."""
@@ -42,12 +43,13 @@ class DevSet:
 
 
 def make_dev_set(split: TokenizedSplit, tok: Tokenizer, n_examples: int, batch_tokens: int,
-                 literals: list[list[str]] | None = None) -> DevSet:
-    """The first ``n_examples`` dev pairs (all when 0), in length-bucketed batches."""
+                 literals: list[list[str]] | None = None, python: bool = False) -> DevSet:
+    """The first ``n_examples`` dev pairs (all when 0), in length-bucketed batches; ``python``: the
+    targets are Python lines, so dev also scores :func:`nmt.metrics.exact_match_ast`."""
     n = len(split) if n_examples == 0 else min(n_examples, len(split))
     srcs, tgts = as_lists(split, n)
     batches = token_budget_batches([len(s) for s in srcs], [len(t) for t in tgts], batch_tokens)
-    dev = DevSet(srcs, tgts, [], batches, literals[:n] if literals is not None else [[] for _ in range(n)])
+    dev = DevSet(srcs, tgts, [], batches, literals[:n] if literals is not None else [[] for _ in range(n)], python)
     dev.references = [dev.text(i, t, tok) for i, t in enumerate(tgts)]
     return dev
 
@@ -79,8 +81,11 @@ def evaluate_dev(model: Transformer, dev: DevSet, tok: Tokenizer, cfg: TrainConf
     for part in gather_objects(predictions, d):
         predictions.update(part)
     hyps = [predictions[i] for i in range(len(dev.references))]
-    return {
+    scores = {
         "dev_loss": total_loss / max(1, total_tokens),
         "dev_bleu": metrics.bleu(hyps, dev.references),
         "dev_exact_match": metrics.exact_match(hyps, dev.references),
     }
+    if dev.python:  # the count TranX's Django evaluator makes: quote style and brackets do not matter
+        scores["dev_exact_match_ast"] = metrics.exact_match_ast(hyps, dev.references)
+    return scores
