@@ -22,7 +22,6 @@ on the machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import shlex
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from nmt.errors import fail
 from nmt.io import atomic_write_json, read_json
-from nmt.results import machine
+from nmt.results import machine, read_curve
 
 RUN_FILES = ("metrics/eval.json", "metrics/train.json", "metrics/train_curve.csv")
 MEASURES = ("dev_loss", "dev_exact_match", "dev_bleu", "test_exact_match", "test_bleu")
@@ -42,14 +41,13 @@ MEASURES = ("dev_loss", "dev_exact_match", "dev_bleu", "test_exact_match", "test
 
 def read_run(run: Path) -> dict:
     """One run's figures: the selection split's curve at its last evaluation and the test split's scores."""
-    with open(run / "train_curve.csv", newline="") as f:
-        curve = list(csv.DictReader(f))
+    curve = read_curve(run / "train_curve.csv")
     if not curve:
         fail(f"{run / 'train_curve.csv'} has no evaluation rows: the run did not reach its first evaluation", 1)
     last, test = curve[-1], read_json(run / "eval.json")
-    return {"commit": (run / "commit").read_text().strip(), "step": int(float(last["step"])),
-            "dev_loss": float(last["dev_loss"]), "dev_exact_match": float(last["dev_exact_match"]),
-            "dev_bleu": float(last["dev_bleu"]), "test_exact_match": test["exact_match"], "test_bleu": test["bleu"]}
+    return {"commit": (run / "commit").read_text().strip(), "step": int(last["step"]), "dev_loss": last["dev_loss"],
+            "dev_exact_match": last["dev_exact_match"], "dev_bleu": last["dev_bleu"],
+            "test_exact_match": test["exact_match"], "test_bleu": test["bleu"]}
 
 
 def compare(runs: dict[str, dict[int, dict]], max_loss_rise: float, max_exact_match_drop: float) -> dict:
