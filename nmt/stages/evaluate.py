@@ -62,18 +62,19 @@ def evaluate(params: Params, paths: EvaluateLayout = EvaluateLayout()) -> dict:
     baseline = RetrievalBaseline().fit([r["nl"] for r in train], [r["code"] for r in train]).predict(nl)
 
     # Measurements only: the beam size is a parameter (params.yaml), the pair count data/raw/stats.json's.
-    scores = {k: v for k, v in metrics.score(predictions, refs, language_of(paths.raw)).items() if k != "n"}
+    language = language_of(paths.raw)
+    scores = {k: v for k, v in metrics.score(predictions, refs, language).items() if k != "n"}
     if decodings["chosen"].n_best > 1:
         # The beam's best-scoring hypotheses beside the reranked ones: what reranking adds.
         top = [max(t.n_best, key=lambda c: c[1])[0] for t in beam]
-        top_scores = metrics.score(top, refs, language_of(paths.raw))
+        top_scores = metrics.score(top, refs, language)
         scores.update({f"top1_{k}": v for k, v in top_scores.items() if k != "n"})
     if cfg.beam_size > 1:
         # Greedy beside beam, so the report shows what the search adds.
         greedy = [t.text for t in translator.translate(nl, decodings["greedy"], batch_size=cfg.batch_size)]
-        greedy_scores = metrics.score(greedy, refs, language_of(paths.raw))
+        greedy_scores = metrics.score(greedy, refs, language)
         scores.update({f"greedy_{k}": v for k, v in greedy_scores.items() if k != "n"})
-    base_scores = metrics.score(baseline, refs, language_of(paths.raw))
+    base_scores = metrics.score(baseline, refs, language)
     scores.update({f"baseline_{k}": v for k, v in base_scores.items() if k != "n"})
 
     atomic_write_jsonl(paths.predictions, (
