@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from nmt.config import DEFAULT_PARAMS
-from nmt.dvc import find_dvc
+from nmt.dvc import find_dvc, stage_environment
 from nmt.errors import fail
 from nmt.io import atomic_write_json
 from nmt.recipes import recipe_params, set_args
@@ -48,7 +47,7 @@ def run_variant(dvc: str, name: str, overrides: dict) -> dict:
     exp = f"ablation-{name}"
     # The experiment runs in a copy without .venv: put this interpreter first for the stages, and log
     # into this repository's MLflow store rather than a throwaway one in the copy.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = stage_environment()
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path('mlflow.db').resolve()}")
     start = time.monotonic()
     proc = subprocess.run([dvc, "exp", "run", "--temp", "-f", "-n", exp, *set_args(overrides)], env=env)

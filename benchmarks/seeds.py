@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shlex
 import shutil
 import statistics
@@ -31,6 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nmt.dvc import find_dvc, stage_environment
 from nmt.errors import fail
 from nmt.io import atomic_write_json, read_json
 from nmt.results import machine, read_curve
@@ -78,9 +78,11 @@ def clone(commit: str, where: Path) -> Path:
 def run_seed(repo: Path, seed: int, out: Path) -> None:
     """``dvc exp run -S seed=N evaluate`` in ``repo``; its metrics files into ``out`` (written last, so a
     failed run leaves no directory to be read as done)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    dvc = Path(sys.executable).parent / "dvc"
-    proc = subprocess.run([str(dvc), "exp", "run", "-S", f"seed={seed}", "evaluate"], cwd=repo, env=env, check=False)
+    dvc = find_dvc()
+    if dvc is None:
+        fail("dvc is not installed here (run `make install`, or put dvc on PATH)", 1)
+    proc = subprocess.run([dvc, "exp", "run", "-S", f"seed={seed}", "evaluate"], cwd=repo, env=stage_environment(),
+                          check=False)
     if proc.returncode != 0:
         fail(f"seed {seed} in {repo}: `dvc exp run` exited {proc.returncode}", 1)
     partial = out.with_name(out.name + ".partial")

@@ -8,6 +8,7 @@ venv's) when there is one, the same one `make` uses, else whichever is on PATH.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,12 @@ def find_dvc() -> str | None:
     """The dvc installed beside this interpreter (the venv's), else whichever is on PATH."""
     beside = Path(sys.executable).parent / "dvc"
     return str(beside) if beside.is_file() else shutil.which("dvc")
+
+
+def stage_environment() -> dict[str, str]:
+    """This process's environment with this interpreter's directory first on PATH: the stages' ``python3``
+    (dvc.yaml's commands) is then this venv's, also in a copy of the repository that has no .venv."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def metrics_diff(rev: str) -> dict:

@@ -282,6 +282,32 @@ def django_errors(root: Path) -> str:
                    "neighbour has the shape"], rows)
 
 
+def django_reranking(root: Path) -> str:
+    """Each reranker study of an export on the selection split (``results/rerank-django-*.json``,
+    ``benchmarks/rerank_weights.py --out``): the n-best's figures, the cross-validated exact match of the
+    weight grid, and per retrieval key what the nearest training pair adds."""
+    paths = sorted(root.glob("results/rerank-django-*.json"))
+    if not paths:
+        return _missing(Path("results/rerank-django-NAME.json"),
+                        "python -m benchmarks.rerank_weights models/export data/raw/dev.jsonl --neighbour words "
+                        "--neighbour template --out results/rerank-django-NAME.json")
+    out = []
+    for path in paths:
+        r = read_json(path)
+        rows = [["the model's n-best, the reranker's grid", "–", "–", "–",
+                 f"{r['grid']['cross_validated_mean']:.2f}"]]
+        for key, n in r["neighbour"].items():
+            rows.append([f"+ agreement with the nearest training pair's shape, pairs compared by their {key}",
+                         f"{n['retrieval_baseline']:.1f}", f"{n['retrieved_line_right']:.1f}",
+                         f"{n['retrieved_line_right_beyond_ceiling']:.1f}", f"{n['grid']['cross_validated_mean']:.2f}"])
+        out.append(f"`{path.name}`: {r['pairs']:,} pairs of `{r['data']}`, beam {r['beam_size']}: top hypothesis "
+                   f"{r['top_hypothesis']:.1f}, ceiling (the reference in the n-best) {r['ceiling']:.1f}, the export's "
+                   f"own weights {r['model_weights_exact_match']:.1f}; `{r['command']}`.\n\n"
+                   + _table(["reranker", "retrieval baseline %", "its line with the names filled in %",
+                             "... of which the n-best lacks the reference %", "cross-validated exact match %"], rows))
+    return "\n".join(out)
+
+
 def sweep(root: Path) -> str:
     """The README's queued sweep: `dvc exp show`'s rows and the queue's wall time per --jobs (results/sweep.json)."""
     path = root / "results/sweep.json"
@@ -648,6 +674,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "django-results": django_results,
     "django-curve": django_curve,
     "django-errors": django_errors,
+    "django-reranking": django_reranking,
     "django-runs": django_runs,
     "django-levers": django_levers,
     "sweep": sweep,

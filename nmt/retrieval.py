@@ -73,18 +73,25 @@ class RetrievalBaseline:
 
     def nearest(self, nl: Sequence[str]) -> list[int]:
         """Index of the best training pair for each query."""
+        return [i for i, _ in self.neighbours(nl)]
+
+    def neighbours(self, nl: Sequence[str]) -> list[tuple[int, float]]:
+        """The best training pair for each query: its index and its cosine with the query, over the
+        words the training descriptions hold (0 for a query sharing no word with any of them)."""
         if not self._code:
-            raise RuntimeError("RetrievalBaseline.fit must be called before nearest/predict")
+            raise RuntimeError("RetrievalBaseline.fit must be called before nearest/neighbours/predict")
         out = []
         scores = np.zeros(len(self._code))
         for text in nl:
             w = {t: (1.0 + math.log(c)) * self._idf[t] for t, c in Counter(terms(text)).items() if t in self._idf}
             scores[:] = 0.0
-            # The query norm scales every score alike, so it cannot change the argmax: skipped.
             for term in sorted(w):  # a fixed summation order: identical descriptions tie exactly
                 idx, dw = self._postings[term]
                 scores[idx] += w[term] * dw
-            out.append(int(np.argmax(scores)))  # first maximum = lowest index
+            best = int(np.argmax(scores))  # first maximum = lowest index
+            # The query's norm scales every score alike: it changes the cosine, not the argmax.
+            norm = math.sqrt(sum(x * x for x in w.values()))
+            out.append((best, float(scores[best]) / norm if norm else 0.0))
         return out
 
     def predict(self, nl: Sequence[str]) -> list[str]:

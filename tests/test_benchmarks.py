@@ -292,7 +292,7 @@ def test_missed_words_counts_wrong_lines_that_leave_out_a_kept_description_word(
 
 
 def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on_the_others():
-    from benchmarks.rerank_weights import cross_validated, exact_matches
+    from benchmarks.rerank_weights import as_arrays, cross_validated, exact_matches, right_choices
     from nmt.decoding.rerank import LexicalWeights, Penalties
 
     def hyp(score, missing, exact):
@@ -306,9 +306,137 @@ def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on
     table = needs + either
     off, on = LexicalWeights(), LexicalWeights(missing=1.0)
     assert exact_matches(table, off, range(8)) == 4 and exact_matches(table, on, range(8)) == 8
-    assert cross_validated(table, [off, on], folds=2, repeats=3) == [100.0] * 3
+    assert cross_validated(right_choices(as_arrays(table), [off, on]), folds=2, repeats=3) == [100.0] * 3
     # a weight no part can learn to prefer is not chosen by luck: only 'off' on offer scores 50
-    assert cross_validated(table, [off], folds=2, repeats=2) == [50.0, 50.0]
+    assert cross_validated(right_choices(as_arrays(table), [off]), folds=2, repeats=2) == [50.0, 50.0]
+
+
+def test_rerank_weights_scores_a_grid_at_once_as_the_reranker_scores_each_point():
+    """right_choices (numpy, every grid point at once) picks what the product's reranker picks: valid
+    Python first, then LexicalWeights.score, the first best on a tie; n-best lists of unequal length."""
+    import itertools
+    import random
+
+    from benchmarks.rerank_weights import Weights, as_arrays, right_choices
+    from nmt.decoding.rerank import LexicalWeights, Penalties
+
+    rng = random.Random(3)
+    table = []
+    for _ in range(60):
+        hyps = [{"score": round(rng.uniform(-5, 0), 1), "valid": rng.random() < 0.7,
+                 "penalties": Penalties(*(rng.choice([0.0, 0.5, 1.0]) for _ in range(3))),
+                 "reconstruction": round(rng.uniform(-3, 0), 1), "neighbour": rng.choice([0.0, 0.9]),
+                 "exact": rng.random() < 0.3} for _ in range(rng.randint(1, 5))]
+        table.append(sorted(hyps, key=lambda h: -h["score"]))
+    grid = [Weights(LexicalWeights(*w[:4]), w[4]) for w in itertools.product((0.0, 1.0), (0.0, 0.5), (0.0, 2.0),
+                                                                           (0.0, 0.8), (0.0, 1.0))]
+
+    def chosen(hyps, w):  # the product's order (nmt.decoding.rerank.rerank_order) plus the candidate term
+        return max(hyps, key=lambda h: (h["valid"], w.lexical.score(h["score"], h["penalties"], h["reconstruction"])
+                                        + w.neighbour * h["neighbour"]))
+
+    right = right_choices(as_arrays(table), grid, chunk=7)
+    assert right.shape == (len(grid), len(table))
+    assert right.tolist() == [[chosen(hyps, w)["exact"] for hyps in table] for w in grid]
+
+
+def test_rerank_weights_neighbour_feature_rewards_the_nearest_training_lines_shape():
+    from benchmarks.rerank_weights import Weights, agreement, as_arrays, nearest_codes, right_choices, with_neighbours
+    from nmt.decoding.rerank import LexicalWeights, Penalties
+
+    pairs = [("call the function foo with an argument x.", "foo ( x )"), ("x is an integer 2.", "x = 2")]
+    (code, cos), = nearest_codes(pairs, ["call the function bar with an argument y."])
+    assert code == "foo ( x )" and 0.0 < cos < 1.0
+    assert agreement("bar ( y )", code, cos) == cos  # the same shape, other names
+    assert agreement("bar . y", code, cos) == 0.0
+    assert agreement("x = 'a'", "y = 'b'", 0.5) == 0.5  # literals are abstracted too, by kind
+    assert agreement("x = 'a'", "y = 3", 0.5) == 0.0
+    none = Penalties(0.0, 0.0, 0.0)
+    hyps = [{"text": "bar . y", "score": -0.1, "valid": True, "penalties": none, "reconstruction": 0.0,
+             "exact": False},
+            {"text": "bar ( y )", "score": -0.3, "valid": True, "penalties": none, "reconstruction": 0.0,
+             "exact": True}]
+    scored = with_neighbours([hyps], [(code, cos)])
+    assert [h["neighbour"] for h in scored[0]] == [0.0, cos] and "neighbour" not in hyps[0]  # a new table
+    right = right_choices(as_arrays(scored), [Weights(LexicalWeights()), Weights(LexicalWeights(), 1.0)])
+    assert right[:, 0].tolist() == [False, True]
+
+
+def test_rerank_weights_template_key_finds_the_line_of_the_same_template_over_the_same_name():
+    """Compared by words, "call foo with x" is nearest to another line about foo; compared by its
+    template (names masked as the model reads it), to a call of another function."""
+    from benchmarks.rerank_weights import RETRIEVAL_KEYS, nearest_codes
+    from nmt.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer([], string_placeholders=True, name_placeholders=True)
+    pairs = [("define the function strip_tags with an argument value.", "def strip_tags ( value ) :"),
+             ("call the function escape_html with an argument text.", "escape_html ( text )")]
+    query = ["call the function strip_tags with an argument s."]
+    assert nearest_codes(pairs, query)[0][0] == "def strip_tags ( value ) :"
+    key = RETRIEVAL_KEYS["template"](tokenizer)
+    assert "strip_tags" not in key(query[0])
+    assert nearest_codes(pairs, query, key)[0][0] == "escape_html ( text )"
+
+
+def test_rerank_weights_retrieved_line_fills_the_neighbours_names_and_literals_from_the_description():
+    from benchmarks.rerank_weights import retrieved_line
+    from nmt.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer([], string_placeholders=True, name_placeholders=True)
+    pair = ("call the function escape_html with an argument raw_text.", "escape_html ( raw_text )")
+    assert retrieved_line("call the function strip_tags with an argument html_text.", pair, tokenizer) \
+        == "strip_tags ( html_text )"
+    assert retrieved_line("x is a string 'b'.", ("y is a string 'a'.", "y = 'a'"), tokenizer) == "y = 'b'"
+    # a placeholder the description has no literal for stays, so the line cannot be right
+    assert "_ID:1_" in retrieved_line("call strip_tags.", pair, tokenizer)
+
+
+def test_rerank_weights_writes_its_figures_and_scores_the_neighbour_on_the_same_folds(tmp_path, tiny_export,
+                                                                                    monkeypatch):
+    """End to end on a tiny export: --neighbour for both keys, --out; the cross-validated figure
+    'without the neighbour' of each key is the plain grid's (same folds, same points)."""
+    import json
+    import shutil
+
+    from benchmarks.rerank_weights import main
+    from nmt.decoding.rerank import Lexicon
+
+    from .conftest import synthetic_pairs, write_jsonl
+
+    out = tmp_path / "export"
+    shutil.copytree(tiny_export, out)
+    train, dev = synthetic_pairs(40, seed=1), synthetic_pairs(8, seed=2)
+    Lexicon.from_pairs([(p["nl"], p["code"]) for p in train]).save(out / "lexicon.json")
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "train.jsonl", train)
+    write_jsonl(tmp_path / "dev.jsonl", dev)
+    main(["export", "dev.jsonl", "--beam-size", "3", "--repeats", "2", "--neighbour", "words",
+          "--neighbour", "template", "--pairs", "train.jsonl", "--out", "figures.json"])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["command"].startswith("python -m benchmarks.rerank_weights export dev.jsonl --beam-size 3")
+    assert figures["pairs"] == 8 and figures["top_hypothesis"] <= figures["ceiling"] <= 100
+    assert set(figures["neighbour"]) == {"words", "template"}
+    for key, found in figures["neighbour"].items():
+        assert found["grid"]["cross_validated_without_neighbour"] == figures["grid"]["cross_validated"], key
+        assert len(found["grid"]["cross_validated"]) == 2
+        assert 0 <= found["retrieved_line_right_beyond_ceiling"] <= found["retrieved_line_right"] <= 100
+
+
+def test_rerank_weights_neighbour_without_training_pairs_names_the_fix(tmp_path, tiny_export, capsys):
+    import shutil
+
+    from benchmarks.rerank_weights import main
+
+    from .conftest import synthetic_pairs, write_jsonl
+
+    out = tmp_path / "export"
+    shutil.copytree(tiny_export, out)
+    data = write_jsonl(tmp_path / "dev.jsonl", synthetic_pairs(3, seed=2))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(out), str(data), "--neighbour", "words", "--pairs", str(tmp_path / "missing.jsonl"),
+              "--out", str(tmp_path / "figures.json")])
+    assert "--neighbour" in str(exit_info.value) and "missing.jsonl" in str(exit_info.value)
+    assert not (tmp_path / "figures.json").exists()
 
 
 def test_rerank_weights_reads_the_reverse_models_scores_from_the_export(monkeypatch, tmp_path, tiny_export):

@@ -228,3 +228,20 @@ def test_a_seed_comparison_renders_each_seed_the_means_and_the_rules_verdict(tmp
     assert "**new adopted**" in report.seed_comparisons(root)
     (root / "results/seeds-x.json").unlink()
     assert "python -m benchmarks.seeds NAME" in report.seed_comparisons(root)  # no file: the command that writes one
+
+
+def test_a_reranker_study_renders_the_grid_and_each_retrieval_key(tmp_path: Path):
+    from nmt.io import atomic_write_json
+
+    root = tmp_path
+    assert "python -m benchmarks.rerank_weights" in report.django_reranking(root)  # no file: the command
+    grid = {"cross_validated_mean": 68.84}
+    atomic_write_json(root / "results/rerank-django-x.json", {
+        "command": "python -m benchmarks.rerank_weights models/export data/raw/dev.jsonl --neighbour words",
+        "data": "data/raw/dev.jsonl", "pairs": 1000, "beam_size": 10, "top_hypothesis": 66.7, "ceiling": 72.9,
+        "model_weights_exact_match": 67.7, "grid": grid,
+        "neighbour": {"words": {"retrieval_baseline": 16.7, "retrieved_line_right": 19.4,
+                                "retrieved_line_right_beyond_ceiling": 0.7, "grid": {"cross_validated_mean": 68.76}}}})
+    text = report.django_reranking(root)
+    assert "ceiling (the reference in the n-best) 72.9" in text and "| 68.84 |" in text
+    assert "| + agreement with the nearest training pair's shape, pairs compared by their words | 16.7 | 19.4 | 0.7 | 68.76 |" in text

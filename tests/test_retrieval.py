@@ -54,3 +54,13 @@ def test_errors() -> None:
         RetrievalBaseline().fit(["a"], [])
     with pytest.raises(ValueError):
         RetrievalBaseline().fit([], [])
+
+
+def test_neighbours_give_the_cosine_with_the_query(rb: RetrievalBaseline) -> None:
+    (same, score_same), (near, score_near), (none, score_none) = rb.neighbours(
+        [NL[2], "Settings from DJANGO conf", "zzz qqq"])
+    assert (same, near, none) == (2, 2, 0)
+    assert score_same == pytest.approx(1.0)  # a description compared with itself
+    assert 0.0 < score_near < 1.0
+    assert score_none == 0.0  # no known word
+    assert [i for i, _ in rb.neighbours(NL)] == rb.nearest(NL)

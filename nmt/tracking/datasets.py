@@ -56,5 +56,6 @@ def split_inputs(data_dir: Path, data_source: str) -> list[tuple[Any, str, dict[
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=str(path.resolve()), name=f"{data_source}-{split}",
                                               digest=file_md5(path))
+            _ = dataset.schema  # inferred lazily (a cached property) when logged: infer it under this filter
         inputs.append((dataset, CONTEXTS[split], {"path": path.as_posix(), "split": split}))
     return inputs
