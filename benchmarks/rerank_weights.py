@@ -120,12 +120,6 @@ def nearest(pairs: Sequence[tuple[str, str]], descriptions: Sequence[str],
     return baseline.neighbours([key(nl) for nl in descriptions])
 
 
-def nearest_codes(pairs: Sequence[tuple[str, str]], descriptions: Sequence[str],
-                  key: Callable[[str], str] = lambda nl: nl) -> list[tuple[str, float]]:
-    """The code of each description's nearest training pair and their cosine (:func:`nearest`)."""
-    return [(pairs[i][1], cos) for i, cos in nearest(pairs, descriptions, key)]
-
-
 def retrieved_line(description: str, pair: tuple[str, str], tokenizer: Tokenizer) -> str:
     """The training pair's code with its own names and literals masked, filled with the description's:
     the line retrieval alone would write ("call bar with y" and the pair ("call foo with x",
@@ -203,11 +197,6 @@ def right_choices(arrays: Arrays, grid: Sequence[Weights | LexicalWeights], chun
         s = np.where(arrays.eligible, s, -np.inf)
         out[start:start + chunk] = arrays.exact[pairs, s.argmax(axis=2)]
     return out
-
-
-def exact_matches(table: list[list[dict]], weights: Weights | LexicalWeights, pairs: Sequence[int]) -> int:
-    """How many of ``pairs`` the weights pick a right hypothesis for."""
-    return int(right_choices(as_arrays(table), [weights])[0, list(pairs)].sum())
 
 
 def cross_validated(right: np.ndarray, folds: int, repeats: int, seed: int = 0) -> list[float]:

@@ -292,7 +292,7 @@ def test_missed_words_counts_wrong_lines_that_leave_out_a_kept_description_word(
 
 
 def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on_the_others():
-    from benchmarks.rerank_weights import as_arrays, cross_validated, exact_matches, right_choices
+    from benchmarks.rerank_weights import as_arrays, cross_validated, right_choices
     from nmt.decoding.rerank import LexicalWeights, Penalties
 
     def hyp(score, missing, exact):
@@ -305,7 +305,7 @@ def test_rerank_weights_cross_validation_scores_each_part_with_weights_chosen_on
     either = [[hyp(-0.1, 0.0, True), hyp(-0.5, 1.0, False)]] * 4
     table = needs + either
     off, on = LexicalWeights(), LexicalWeights(missing=1.0)
-    assert exact_matches(table, off, range(8)) == 4 and exact_matches(table, on, range(8)) == 8
+    assert right_choices(as_arrays(table), [off, on]).sum(axis=1).tolist() == [4, 8]
     assert cross_validated(right_choices(as_arrays(table), [off, on]), folds=2, repeats=3) == [100.0] * 3
     # a weight no part can learn to prefer is not chosen by luck: only 'off' on offer scores 50
     assert cross_validated(right_choices(as_arrays(table), [off]), folds=2, repeats=2) == [50.0, 50.0]
@@ -341,11 +341,12 @@ def test_rerank_weights_scores_a_grid_at_once_as_the_reranker_scores_each_point(
 
 
 def test_rerank_weights_neighbour_feature_rewards_the_nearest_training_lines_shape():
-    from benchmarks.rerank_weights import Weights, agreement, as_arrays, nearest_codes, right_choices, with_neighbours
+    from benchmarks.rerank_weights import Weights, agreement, as_arrays, nearest, right_choices, with_neighbours
     from nmt.decoding.rerank import LexicalWeights, Penalties
 
     pairs = [("call the function foo with an argument x.", "foo ( x )"), ("x is an integer 2.", "x = 2")]
-    (code, cos), = nearest_codes(pairs, ["call the function bar with an argument y."])
+    (i, cos), = nearest(pairs, ["call the function bar with an argument y."])
+    code = pairs[i][1]
     assert code == "foo ( x )" and 0.0 < cos < 1.0
     assert agreement("bar ( y )", code, cos) == cos  # the same shape, other names
     assert agreement("bar . y", code, cos) == 0.0
@@ -365,17 +366,17 @@ def test_rerank_weights_neighbour_feature_rewards_the_nearest_training_lines_sha
 def test_rerank_weights_template_key_finds_the_line_of_the_same_template_over_the_same_name():
     """Compared by words, "call foo with x" is nearest to another line about foo; compared by its
     template (names masked as the model reads it), to a call of another function."""
-    from benchmarks.rerank_weights import RETRIEVAL_KEYS, nearest_codes
+    from benchmarks.rerank_weights import RETRIEVAL_KEYS, nearest
     from nmt.tokenizer import Tokenizer
 
     tokenizer = Tokenizer([], string_placeholders=True, name_placeholders=True)
     pairs = [("define the function strip_tags with an argument value.", "def strip_tags ( value ) :"),
              ("call the function escape_html with an argument text.", "escape_html ( text )")]
     query = ["call the function strip_tags with an argument s."]
-    assert nearest_codes(pairs, query)[0][0] == "def strip_tags ( value ) :"
+    assert nearest(pairs, query)[0][0] == 0  # def strip_tags ( value ) :
     key = RETRIEVAL_KEYS["template"](tokenizer)
     assert "strip_tags" not in key(query[0])
-    assert nearest_codes(pairs, query, key)[0][0] == "escape_html ( text )"
+    assert nearest(pairs, query, key)[0][0] == 1  # escape_html ( text )
 
 
 def test_rerank_weights_retrieved_line_fills_the_neighbours_names_and_literals_from_the_description():
