@@ -31,6 +31,7 @@ import yaml
 
 from nmt.config import RERANK_WEIGHTS
 from nmt.io import atomic_write_text, read_json
+from nmt.recipes import set_args
 from nmt.results import latest_result, run_order
 
 README = Path("README.md")
@@ -155,9 +156,18 @@ def django_results(root: Path) -> str:
     if "reverse" in wall:
         cost += f" + {_minutes(wall['reverse'])} for the reverse model"
     trained = f"{facts['steps']:,} steps, {facts['epochs']} epochs; " if {'steps', 'epochs'} <= set(facts) else ""
+    extra = "".join(f" -S {setting}" for setting in _extra_settings(result))
+    ran = f"`make django EXP_ARGS='{extra.strip()}'`" if extra else "`make django`"
     return (_table(["decoding", *(label for _, label in SCORES)], _decoding_rows(ev, evaluate))
-            + f"\n`make django` at commit {result['commit'][:7]}{' (uncommitted changes)' if result['dirty'] else ''}"
+            + f"\n{ran} at commit {result['commit'][:7]}{' (uncommitted changes)' if result['dirty'] else ''}"
             f" on {result['date']}, {_machine(result['machine'])}: {trained}{cost}.\n")
+
+
+def _extra_settings(result: dict) -> list[str]:
+    """The run's ``-S`` settings beyond its recipe's own: a lever's run (``python -m nmt.recipes
+    django --run -S KEY=VALUE``) that the recipe then adopted, so the file says what really ran."""
+    own = set(_settings(set_args(result["overrides"])))
+    return [setting for setting in _settings(result["command"]) if setting not in own]
 
 
 def _params_evaluate(root: Path) -> dict:
@@ -201,7 +211,8 @@ def django_runs(root: Path) -> str:
         facts, train, ev, wall = r["run"].get("train", {}), r["metrics"]["train"], r["metrics"]["eval"], r["wall_seconds"]
         evaluate = _evaluate_settings(r, defaults)
         best = f" (best {facts['best_step']:,})" if "best_step" in facts else ""
-        rows.append([f"`{path.name}`", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}{best}",
+        extra = "".join(f" `-S {setting}`" for setting in _extra_settings(r))
+        rows.append([f"`{path.name}`{extra}", r["commit"][:7], facts.get("precision", "fp32"), f"{facts['steps']:,}{best}",
                      ", ".join(f"{evaluate[key]:g}" for key in RERANK_WEIGHTS),
                      f"{train['best_dev_exact_match']:.1f} / {train['best_dev_bleu']:.1f}",
                      f"{ev['exact_match']:.1f} / {_score(ev, 'exact_match_ast')} / {ev['bleu']:.1f}",

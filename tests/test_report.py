@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from nmt import report, results
+from nmt.recipes import command
 
 from .conftest import REPO
 
@@ -66,12 +67,15 @@ def test_a_recipe_result_file_is_rendered_and_the_newest_one_wins(tmp_path: Path
                                     root, day)
     table = report.django_results(root)
     assert "77.7" in table and "61.5" not in table and "beam 10" in table and "91 min 40 s" in table
+    assert "`make django` at commit" in table  # nothing set beyond the recipe
     # a setting given on the command line beside the recipe's is the one the run decoded with
     newest = results.latest_result("django", root)
     result = json.loads(newest.read_text())
     result["command"] += ["-S", "evaluate.beam_size=10", "-S", "evaluate.beam_size=4"]
     newest.write_text(json.dumps(result))
     assert "beam 4" in report.django_results(root) and "beam 10" not in report.django_results(root)
+    # ... and the footer says what ran: the settings beyond the recipe's own (a lever's run it adopted)
+    assert "`make django EXP_ARGS='-S evaluate.beam_size=4'` at commit" in report.django_results(root)
     assert "| 1,000 | 2.500 | 1.900 | 55.2 | 50.5 |" in report.django_curve(root)
 
 
@@ -129,6 +133,7 @@ def test_a_lever_run_is_rendered_step_by_step_beside_the_recipe(tmp_path: Path):
     (tmp_path / "results").mkdir()
     assert "python -m nmt.recipes django --run -S" in report.django_levers(tmp_path)  # no files: the command
     recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
+    recipe["command"] = command("django", recipe["overrides"])
     (tmp_path / "results/django-2026-01-01.json").write_text(json.dumps(recipe))
     lever = json.loads(json.dumps(recipe))
     lever["command"] += ["-S", "model.d_model=384", "-S", "train.max_steps=2000", "train"]
@@ -159,6 +164,7 @@ def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_p
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     assert "make django" in report.django_runs(tmp_path)  # no files: the command
     recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text())
+    recipe["command"] = command("django", recipe["overrides"])  # the recipe's settings only
     older = json.loads(json.dumps(recipe))
     older["date"], older["commit"] = "2026-01-01", "a" * 40
     older["command"] += ["-S", "evaluate.rerank_missing=1.5"]  # the run's own -S: the weights it decoded with
@@ -176,7 +182,8 @@ def test_every_recipe_run_is_a_row_in_date_order_the_replaced_one_included(tmp_p
     facts, ev = recipe["run"]["train"], recipe["metrics"]["eval"]
     best = f" (best {facts['best_step']:,})" if "best_step" in facts else ""
     tree = f"{ev['exact_match_ast']:.1f}" if "exact_match_ast" in ev else "–"
-    assert old_row == (f"| `django-old-2026-01-01.json` | aaaaaaa | fp32 | {facts['steps']:,}{best} | {shown} "
+    # the setting beyond the recipe's own is named beside the file: what really ran
+    assert old_row == (f"| `django-old-2026-01-01.json` `-S evaluate.rerank_missing=1.5` | aaaaaaa | fp32 | {facts['steps']:,}{best} | {shown} "
                        f"| 60.0 / 65.0 "
                        f"| {ev['exact_match']:.1f} / {tree} / {ev['bleu']:.1f} "
                        f"| 80 + 0 | 100 |")
@@ -188,6 +195,7 @@ def test_a_days_recipe_runs_are_rows_in_the_order_they_ran(tmp_path: Path):
     (tmp_path / "results").mkdir()
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     recipe = json.loads(next((REPO / "results").glob("django-20*.json")).read_text()) | {"date": "2026-03-01"}
+    recipe["command"] = command("django", recipe["overrides"])  # whichever run the glob gives, its settings only
     names = ["django-kept-2026-03-01.json", "django-2026-03-01.json", "django-2026-03-01-2.json",
              "django-2026-03-01-10.json"]  # -10 after -2: the run's number, not the name's characters
     for name in reversed(names):
