@@ -97,6 +97,47 @@ def test_incremental_decoding_matches_full_decoder(positions, copy):
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_decoding_g_hypotheses_over_one_copy_of_a_source_equals_decoding_over_g_copies(copy):
+    """Beam search's layout: the G rows of a source share its memory and source entries (grouped
+    cross-attention and pointer); the scores must be those of G repeated copies, reorders included."""
+    model, G = tiny(copy=copy, seed=2), 3
+    model.restrict_to_source([5, 6, 7])
+    _, _, b = random_batch(seed=4)
+    n = b.src.size(0)
+    steps = torch.randint(3, V, (4, n * G), generator=torch.Generator().manual_seed(0))  # (steps, n*G)
+    order = (torch.arange(n)[:, None] * G + torch.tensor([2, 0, 0])).view(-1)  # within each source's rows
+    with torch.no_grad():
+        memory = model.encode(b.src, b.src_mask)  # (n, S, D)
+        grouped = model.new_cache(b.src)
+        repeated = model.new_cache(b.src.repeat_interleave(G, dim=0))
+        wide = memory.repeat_interleave(G, dim=0), b.src_mask.repeat_interleave(G, dim=0)  # (n*G, S, D), (n*G, S)
+        for t, token in enumerate(steps):
+            got = model.decode_step(token, memory, b.src_mask, grouped)  # (n*G, V)
+            want = model.decode_step(token, *wide, repeated)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)  # -inf where the restriction bans
+            grouped = model.reorder_hypotheses(grouped, order)
+            repeated = model.select_cache(repeated, order)
+        # dropping source 1 (its G rows): hypothesis rows and source rows move separately
+        keep_src = torch.tensor([0, 2, 3, 4])
+        keep_rows = (keep_src[:, None] * G + torch.arange(G)).view(-1)
+        grouped = model.select_cache(grouped, keep_rows, keep_src)
+        repeated = model.select_cache(repeated, keep_rows)
+        token = steps[0][keep_rows]
+        got = model.decode_step(token, memory[keep_src], b.src_mask[keep_src], grouped)
+        want = model.decode_step(token, wide[0][keep_rows], wide[1][keep_rows], repeated)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert all(t.size(0) == len(keep_src) for layer in grouped for name, t in layer.items() if name not in ("k", "v"))
+
+
+def test_decode_step_refuses_rows_that_do_not_split_evenly_among_the_sources():
+    model = tiny()
+    _, _, b = random_batch(n=2)
+    memory = model.encode(b.src, b.src_mask)
+    with pytest.raises(ValueError, match="3 tokens for 2 sources"):
+        model.decode_step(torch.full((3,), BOS), memory, b.src_mask, model.new_cache(b.src))
+
+
 def uncached_greedy(model: Transformer, src, src_mask, max_len: int) -> list[list[int]]:
     """Reference decoder: recompute the whole prefix at every step."""
     out = []

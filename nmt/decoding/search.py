@@ -219,9 +219,9 @@ class Constraint(Protocol):
 class _Beams:
     """The live state of a batched beam search: B x K rows, those of finished sources dropped."""
 
-    memory: torch.Tensor  # (b*K, S, D)
-    src_mask: torch.Tensor  # (b*K, S)
-    cache: object  # the decoder's KV cache, one row per hypothesis
+    memory: torch.Tensor  # (b, S, D): each source once; its K hypotheses are rows i*K ... i*K+K-1 below
+    src_mask: torch.Tensor  # (b, S)
+    cache: object  # the decoder's KV cache: self-attention one row per hypothesis, the source's entries per source
     logp: torch.Tensor  # (b, K) running log-probabilities
     history: torch.Tensor  # (b*K, t) tokens so far
     token: torch.Tensor  # (b*K,) the last token
@@ -243,7 +243,9 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search; (B, S) sources -> for each, its ``n_best`` hypotheses, best first.
 
-    All B x K live hypotheses form one batch. At each step the 2K best extensions of a source
+    All B x K live hypotheses form one batch, over one copy of each source: the decoder reads a
+    source's memory once per step for its K hypotheses (:meth:`~nmt.model.Transformer.decode_step`
+    groups them), instead of K copies of it. At each step the 2K best extensions of a source
     are scanned in order: one ending in EOS (among the first K) is set aside as finished, the
     first K others become the new beams. A source is done when it holds ``n_best`` finished
     hypotheses and none of its live beams can still beat the worst of them: a live beam's
@@ -262,9 +264,7 @@ def beam_search(
     # Only beam 0 is live at the start, so the K beams do not all pick the same first token.
     logp = torch.full((B, K), float("-inf"), device=device)
     logp[:, 0] = 0.0
-    state = _Beams(memory=model.encode(src, src_mask).repeat_interleave(K, dim=0),
-                   src_mask=src_mask.repeat_interleave(K, dim=0),
-                   cache=model.new_cache(src.repeat_interleave(K, dim=0)),  # (B*K, S) ids, reordered with the beams
+    state = _Beams(memory=model.encode(src, src_mask), src_mask=src_mask, cache=model.new_cache(src),
                    logp=logp, history=torch.empty(B * K, 0, dtype=torch.long, device=device),
                    token=torch.full((B * K,), bos_id, dtype=torch.long, device=device), sources=list(range(B)))
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
@@ -337,14 +337,14 @@ def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bo
     gather = (torch.arange(b, device=device)[:, None] * K + new_beam_t).view(-1)  # (b*K,)
     state.history = torch.cat([state.history[gather], new_tok_t.view(-1, 1)], dim=1)
     state.token, state.logp = new_tok_t.view(-1), torch.tensor([r[2] for r in rows], device=device)
-    state.cache = model.reorder_hypotheses(state.cache, gather)  # memory and the source's entries: same in all K rows
+    state.cache = model.reorder_hypotheses(state.cache, gather)  # the source's entries stay
     if any(done):  # drop finished sources: every per-row tensor loses their K rows
         keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
         keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
         state.sources = [state.sources[i] for i in keep_src.tolist()]
         state.history, state.token, state.logp = state.history[keep_rows], state.token[keep_rows], state.logp[keep_src]
-        state.memory, state.src_mask = state.memory[keep_rows], state.src_mask[keep_rows]
-        state.cache = model.select_cache(state.cache, keep_rows)
+        state.memory, state.src_mask = state.memory[keep_src], state.src_mask[keep_src]
+        state.cache = model.select_cache(state.cache, keep_rows, keep_src)
 
 
 def decode(model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, bos_id: int, eos_id: int,
