@@ -117,6 +117,7 @@ def run(device: torch.device, quick: bool, previous: dict | None = None, model_d
     results: dict = {
         "peak_flops": round(peak.measured),
         "peak_flops_dtype": str(peak.dtype).removeprefix("torch."),
+        "peak_timing": peak.timing,
         "theoretical_peak_flops": None if peak.theoretical is None else round(peak.theoretical),  # CPU, unknown GPU
     }
     if "train_step" not in skip:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from benchmarks.train_step import django_like_split
 from nmt.config import DEFAULT_PARAMS, Params
 from nmt.data.tokenized import TokenizedSplit
 from nmt.errors import ConfigError, DataError, fail
-from nmt.flops import measure_peak_flops
+from nmt.flops import measure_peak_flops, peak_timing
 from nmt.io import atomic_write_json
 from nmt.model import Transformer
 from nmt.params import load_params
@@ -104,8 +105,10 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
     """One recipe's tokens/s and MFU over ``steps`` timed steps (module docstring)."""
     params = recipe_of(name)
     torch.manual_seed(params.seed)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"recipe-{name}-") as tmp:
         batches, tok, vocab, what = training_batches(params, data, Path(tmp))
+        progress(name, f"data ready after {time.perf_counter() - started:.1f} s ({what})")
         model = Transformer(params.model, vocab, tok.pad_id).to(device).train()
         optimizer = make_optimizer(model, params.train)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -120,6 +123,7 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
         for _ in range(warmup):
             step()
         synchronize(device)
+        progress(name, f"{warmup} warm-up steps done after {time.perf_counter() - started:.1f} s")
         t0 = time.perf_counter()
         results = [step() for _ in range(steps)]
         synchronize(device)
@@ -135,14 +139,26 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
             "batch_tokens": params.train.batch_tokens, "precision": precision.name, "data": what,
             "warmup_steps": warmup, "steps": steps, "tokens": tokens, "seconds": round(seconds, 4),
             "tok_s": round(tokens / seconds), "mfu": float(f"{flops / seconds / peaks[dtype]:.4g}"),
-            "peak_flops": round(peaks[dtype]), "peak_flops_dtype": str(dtype).removeprefix("torch.")}
+            "peak_flops": round(peaks[dtype]), "peak_flops_dtype": str(dtype).removeprefix("torch."),
+            "peak_timing": peak_timing(device)}
 
 
-def run(device: torch.device, names: list[str], warmup: int, steps: int, data: str = "auto") -> dict:
+def progress(name: str, message: str) -> None:
+    """A line on stderr: a run cut short by an outer ``timeout`` still says how far each recipe got."""
+    print(f"recipe {name}: {message}", file=sys.stderr, flush=True)
+
+
+def run(device: torch.device, names: list[str], warmup: int, steps: int, data: str = "auto",
+        out: Path | None = None) -> dict:
+    """Each recipe in turn; with ``out``, the results so far are written there after each recipe."""
     started, peaks = time.perf_counter(), {}
-    recipes = {name: measure_recipe(name, device, warmup, steps, data, peaks) for name in names}
-    return {"recipes": recipes, "device": describe_device(device), "versions": versions(),
-            "seconds": round(time.perf_counter() - started, 1)}
+    results: dict = {"recipes": {}, "device": describe_device(device), "versions": versions()}
+    for name in names:
+        results["recipes"][name] = measure_recipe(name, device, warmup, steps, data, peaks)
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        if out is not None:
+            atomic_write_json(out, results)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,11 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda, but torch sees no CUDA device here (use --device cpu)")
     try:
-        results = run(device, args.recipes, args.warmup, args.steps, args.data)
+        results = run(device, args.recipes, args.warmup, args.steps, args.data, args.out)
     except (ConfigError, DataError) as e:  # an unknown or invalid recipe: named, exit 2
         fail(str(e), e.exit_code)
-    if args.out is not None:
-        atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2))
 
 

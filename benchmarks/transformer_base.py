@@ -69,8 +69,10 @@ VARIANTS = (
     Variant("eager-16k", 1, None),
     Variant("eager-32k", 2, None),
     Variant("compile-32k", 2, "default"),
-    Variant("compile-16k", 1, "default"),
     Variant("cudagraphs-32k", 2, "reduce-overhead"),
+    Variant("compile-64k", 4, "default"),
+    Variant("cudagraphs-64k", 4, "reduce-overhead"),
+    Variant("compile-16k", 1, "default"),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -144,7 +146,7 @@ def run(device: torch.device, quick: bool = False, variants: list[Variant] | Non
     peak = measure_peak(device, torch.bfloat16)
     results: dict = {
         "model": shape.describe(), "precision": PRECISION, "optimizer": "AdamW (fused)", "target_mfu": TARGET_MFU,
-        "peak_flops": round(peak.measured), "peak_flops_dtype": "bfloat16",
+        "peak_flops": round(peak.measured), "peak_flops_dtype": "bfloat16", "peak_timing": peak.timing,
         "theoretical_peak_flops": None if peak.theoretical is None else round(peak.theoretical),
         "variants": {}, "skipped": {}, "failed": {},
         "device": describe_device(device), "versions": versions(), "quick": quick,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from nmt import flops as flops_module
 from nmt.batching import collate
 from nmt.config import ModelConfig
 from nmt.flops import forward_flops, measure_peak_flops, theoretical_peak_flops, train_step_flops
@@ -79,6 +80,46 @@ def test_the_peak_is_the_best_timed_product_not_the_median(monkeypatch):
     n = 8
     peak = measure_peak_flops(torch.device("cpu"), n=n, repeats=3, warmup_s=0.0)
     assert 2 * n**3 / 0.1 < peak <= 2 * n**3 / 0.05  # the 0.05 s product's rate, not the 0.2 s median's
+
+
+def test_a_gpu_peak_times_each_product_between_cuda_events_not_around_a_host_sync(monkeypatch):
+    """A host clock around mm + synchronize read an H200's 8192-cube bf16 peak at 558-656 TFLOP/s
+    (the sync's round trip added to a 1.4 ms product): the events time the product alone."""
+    gpu_clock = [0.0]  # seconds of work the fake GPU has done
+
+    class Event:  # torch.cuda.Event's surface the timing uses; stamps the fake GPU's clock
+        def __init__(self, enable_timing: bool):
+            assert enable_timing
+
+        def record(self):
+            self.at = gpu_clock[0]
+
+        def elapsed_time(self, end: "Event") -> float:
+            return (end.at - self.at) * 1e3  # ms, as torch's
+
+    durations = iter([0.004, 0.002, 0.003])
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: gpu_clock.__setitem__(0, gpu_clock[0] + next(durations))
+                        or real_mm(a, b))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: time.sleep(0.05))  # a slow round trip
+    a = torch.ones(4, 4)
+    assert flops_module._cuda_event_seconds(a, a, repeats=3) == pytest.approx([0.004, 0.002, 0.003])
+    assert flops_module.peak_timing(torch.device("cuda")) == "CUDA events"
+    assert flops_module.peak_timing(torch.device("cpu")) == "wall clock"
+
+
+def test_a_peak_says_how_it_was_timed():
+    peak = flops_module.measure_peak(torch.device("cpu"))
+    assert peak.timing == "wall clock" and peak.theoretical is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_measured_gpu_peak_stays_below_the_datasheets():
+    peak = flops_module.measure_peak(torch.device("cuda"))
+    assert peak.timing == "CUDA events"
+    if peak.theoretical is not None:
+        assert 0.3 * peak.theoretical < peak.measured <= 1.05 * peak.theoretical
 
 
 @pytest.mark.parametrize("name, dtype, tf32, expected", [
