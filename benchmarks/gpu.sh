@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure of issue 26 in one device call of under 10 minutes: Transformer-base in bf16
 # (benchmarks/transformer_base.py: MFU of each variant, target >= 40 %), the default and Django
-# recipes' training tok/s (benchmarks/recipe_speed.py), and `make bench` on the GPU (its CPU-only
-# parts left out). Each part runs under its own `timeout` and writes its JSON to $OUT;
+# recipes' training tok/s (benchmarks/recipe_speed.py) and where their steps' time goes (probe),
+# and `make bench` on the GPU (its CPU-only parts left out). Each part runs under its own `timeout` and writes its JSON to $OUT;
 # a part that fails or times out is recorded as missing and the next one runs. Last,
 # `benchmarks.gpu_results collect` joins them into $OUT/gpu.json, keyed by the GPU's name.
 #
@@ -17,16 +17,17 @@
 #
 #   run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=600)
 #
-# The parts' limits add up to 550 s (BASE_S + RECIPES_S + BENCH_S, plus a few seconds to install
+# The parts' limits add up to 580 s (BASE_S + RECIPES_S + 2 x PROBE_S + BENCH_S, plus a few seconds to install
 # and collect; each part usually ends well before its limit); the machine's start costs 1-2 minutes
 # more of device time, so the call takes about 10 of a task's 15 device minutes. What comes back:
-# $OUT/{bench,transformer_base,recipes,gpu}.json and $OUT/log.txt. Then, here:
+# $OUT/{bench,transformer_base,recipes,gpu,probe-nopin,probe-nocudnn}.json and $OUT/log.txt. Then, here
+# (the probe files are read, not merged: they say what to change in the train stage):
 #
 #   .venv/bin/python -m benchmarks.gpu_results merge <files_at>/gpu.json   # into benchmarks/results.json
 #   .venv/bin/python -m nmt.report                                          # README's GPU table
 #
 # A rerun of one part only, if device time is left (merge keeps the other parts' figures):
-#   run(command="PARTS=base bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=300)   # of: base recipes bench
+#   run(command="PARTS=base bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=300)   # of: base recipes probe bench
 # On the CPU, as tests/test_gpu_bench.py runs it (tiny shapes, seconds): DEVICE=cpu QUICK=1 OUT=/tmp/x.
 set -uo pipefail
 : "${OUT:?set OUT to the output directory}"
@@ -35,12 +36,13 @@ QUICK=${QUICK:-0}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 SITE=${SITE:-/tmp/site}
-PARTS=${PARTS:-bench base recipes}
+PARTS=${PARTS:-bench base recipes probe}
 BENCH_SKIP=${BENCH_SKIP:-ctranslate2,tokenizer,deployment}  # the parts of `make bench` that run on the CPU anyway
-BASE_S=${BASE_S:-230}
-BASE_BUDGET_S=${BASE_BUDGET_S:-160}  # transformer_base starts no variant after this; a compile takes ~1 min
-RECIPES_S=${RECIPES_S:-180}  # on an H200 (2026-11-30) the two recipes took 124 s: host-bound steps
+BASE_S=${BASE_S:-200}  # seven variants took 164 s on an H200
+BASE_BUDGET_S=${BASE_BUDGET_S:-140}  # transformer_base starts no variant after this; a compile takes ~1 min
+RECIPES_S=${RECIPES_S:-150}  # on an H200 (2026-11-30) the two recipes took 124 s: host-bound steps
 BENCH_S=${BENCH_S:-140}
+PROBE_S=${PROBE_S:-45}  # each of the probe part's two runs
 RECIPES=${RECIPES:-default django}
 RECIPE_DATA=${RECIPE_DATA:-auto}
 
@@ -58,8 +60,8 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null
 $PYTHON -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-quick=(); steps=(--warmup 20 --steps 100)
-if [ "$QUICK" = 1 ]; then quick=(--quick); steps=(--warmup 1 --steps 1); fi
+quick=(); steps=(--warmup 20 --steps 100); probe_steps=(--warmup 10 --steps 60)
+if [ "$QUICK" = 1 ]; then quick=(--quick); steps=(--warmup 1 --steps 1); probe_steps=(--warmup 1 --steps 2); fi
 
 # part NAME SECONDS COMMAND...: run it under `timeout`, its output to the log; say how it ended.
 part() {
@@ -79,6 +81,12 @@ part base "$BASE_S" $PYTHON -m benchmarks.transformer_base --device "$DEVICE" "$
 # shellcheck disable=SC2086  # RECIPES is a list of names on purpose
 part recipes "$RECIPES_S" $PYTHON -m benchmarks.recipe_speed --device "$DEVICE" --recipes $RECIPES \
     --data "$RECIPE_DATA" "${steps[@]}" --out "$OUT/recipes.json"
+# Where the recipes' host-bound GPU steps go: the Django recipe without page-locked copies, then
+# without cuDNN attention, each in a fresh process (caches of the first would serve the second).
+part probe "$PROBE_S" $PYTHON -m benchmarks.recipe_speed --device "$DEVICE" --recipes django --data "$RECIPE_DATA" \
+    "${probe_steps[@]}" --no-pin --out "$OUT/probe-nopin.json"
+part probe "$PROBE_S" $PYTHON -m benchmarks.recipe_speed --device "$DEVICE" --recipes django --data "$RECIPE_DATA" \
+    "${probe_steps[@]}" --sdpa no-cudnn --out "$OUT/probe-nocudnn.json"
 part bench "$BENCH_S" $PYTHON -m benchmarks --device "$DEVICE" "${quick[@]}" --skip "$BENCH_SKIP" \
     --out "$OUT/bench.json"
 $PYTHON -m benchmarks.gpu_results collect "$OUT"

@@ -19,20 +19,31 @@ counts), the device synchronised at the end. tok/s = target tokens / seconds; MF
 unpadded model FLOPs (the train step's own count) / seconds / the matmul peak measured in the
 step's compute dtype.
 
+Where the time goes: each timed step's own time is recorded with its batch shape (B, S, T), and
+the medians of the steps whose shape is new to the run and of those whose shape came before are
+reported apart (a cost paid per new shape shows as their difference). ``--no-pin`` and ``--sdpa
+no-cudnn`` drop one suspect each: page-locked copies, cuDNN attention's per-shape plans. On an
+H200 the recipes' steps took 0.36 s where a fixed-shape step of the same model takes 20 ms, and
+``benchmarks/gpu.sh``'s ``probe`` part runs both on the Django recipe, each in its own process.
+
     python -m benchmarks.recipe_speed --device cuda --out /tmp/recipes.json
+    python -m benchmarks.recipe_speed --device cuda --recipes django --sdpa no-cudnn
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.common import describe_device, synchronize, versions
 from benchmarks.train_step import django_like_split
@@ -53,6 +64,7 @@ from nmt.training.stream import Batches
 
 DEFAULT_RECIPES = ("default", "django")
 DATA_MODES = ("auto", "real", "synthetic")
+SDPA_CHOICES = ("any", "no-cudnn")
 
 
 def recipe_of(name: str, root: Path = Path(".")) -> Params:
@@ -100,9 +112,38 @@ def training_batches(params: Params, data: str, workdir: Path) -> tuple[Iterator
     return iter(Batches(split, tok, params.train, params.model.max_len, params.seed)), tok, vocab, what
 
 
+def attention_backends(sdpa: str):
+    """A context choosing SDPA's kernels: ``any`` is torch's own choice; ``no-cudnn`` leaves out
+    cuDNN attention, which builds a plan for every new shape (the recipes' batches change shape
+    every step)."""
+    if sdpa == "any":
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def step_time_split(shapes: list[tuple], seconds: list[float], warmup: int) -> dict:
+    """Median milliseconds of the timed steps (``shapes[warmup:]``, ``seconds``) whose batch shape
+    came for the first time in the run, and of those whose shape had come before (in the warm-up
+    too): a cost paid per new shape shows as the difference."""
+    seen, new, repeat = set(shapes[:warmup]), [], []
+    for shape, s in zip(shapes[warmup:], seconds, strict=True):
+        (repeat if shape in seen else new).append(s)
+        seen.add(shape)
+    return {"distinct_shapes": len(seen), "new_shape_steps": len(new), "new_shape_step_ms": _median_ms(new),
+            "repeat_shape_steps": len(repeat), "repeat_shape_step_ms": _median_ms(repeat)}
+
+
+def _median_ms(seconds: list[float]) -> float | None:
+    return round(statistics.median(seconds) * 1e3, 2) if seconds else None
+
+
 def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, data: str = "auto",
-                   peaks: dict | None = None) -> dict:
-    """One recipe's tokens/s and MFU over ``steps`` timed steps (module docstring)."""
+                   peaks: dict | None = None, pin: bool = True, sdpa: str = "any") -> dict:
+    """One recipe's tokens/s and MFU over ``steps`` timed steps (module docstring).
+
+    ``pin``: batches go through page-locked memory on their way to a GPU, as the train stage's do;
+    ``sdpa``: :func:`attention_backends`. Both are there to find where a GPU step's time goes.
+    """
     params = recipe_of(name)
     torch.manual_seed(params.seed)
     started = time.perf_counter()
@@ -113,21 +154,29 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
         optimizer = make_optimizer(model, params.train)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
         precision = Precision.of(params.train.precision, device)
-        pin = device.type == "cuda"
+        pin = pin and device.type == "cuda"
+        shapes: list[tuple] = []
 
         def step():
             batch = next(batches)
+            shapes.append((*batch.src.shape, batch.tgt_in.size(1)))  # (B, S, T)
             batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
             return optimizer_step(model, [batch], optimizer, scheduler, params.train, precision=precision)
 
-        for _ in range(warmup):
-            step()
-        synchronize(device)
-        progress(name, f"{warmup} warm-up steps done after {time.perf_counter() - started:.1f} s")
-        t0 = time.perf_counter()
-        results = [step() for _ in range(steps)]
-        synchronize(device)
-        seconds = time.perf_counter() - t0
+        with attention_backends(sdpa):
+            for _ in range(warmup):
+                step()
+            synchronize(device)
+            progress(name, f"{warmup} warm-up steps done after {time.perf_counter() - started:.1f} s")
+            # optimizer_step reads the loss back (.item()) each step: a step's host time is its time
+            results, step_seconds = [], []
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                t = time.perf_counter()
+                results.append(step())
+                step_seconds.append(time.perf_counter() - t)
+            synchronize(device)
+            seconds = time.perf_counter() - t0
     peaks = {} if peaks is None else peaks
     dtype = precision.compute_dtype
     if dtype not in peaks:  # measured once per dtype per run
@@ -140,7 +189,8 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
             "warmup_steps": warmup, "steps": steps, "tokens": tokens, "seconds": round(seconds, 4),
             "tok_s": round(tokens / seconds), "mfu": float(f"{flops / seconds / peaks[dtype]:.4g}"),
             "peak_flops": round(peaks[dtype]), "peak_flops_dtype": str(dtype).removeprefix("torch."),
-            "peak_timing": peak_timing(device)}
+            "peak_timing": peak_timing(device), "pinned": pin, "sdpa": sdpa,
+            **step_time_split(shapes, step_seconds, warmup)}
 
 
 def progress(name: str, message: str) -> None:
@@ -149,12 +199,12 @@ def progress(name: str, message: str) -> None:
 
 
 def run(device: torch.device, names: list[str], warmup: int, steps: int, data: str = "auto",
-        out: Path | None = None) -> dict:
+        out: Path | None = None, pin: bool = True, sdpa: str = "any") -> dict:
     """Each recipe in turn; with ``out``, the results so far are written there after each recipe."""
     started, peaks = time.perf_counter(), {}
     results: dict = {"recipes": {}, "device": describe_device(device), "versions": versions()}
     for name in names:
-        results["recipes"][name] = measure_recipe(name, device, warmup, steps, data, peaks)
+        results["recipes"][name] = measure_recipe(name, device, warmup, steps, data, peaks, pin, sdpa)
         results["seconds"] = round(time.perf_counter() - started, 1)
         if out is not None:
             atomic_write_json(out, results)
@@ -169,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     ap.add_argument("--steps", type=int, default=100, help="timed steps")
     ap.add_argument("--data", choices=DATA_MODES, default="auto", help="real, synthetic, or auto (module docstring)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="copy batches to the GPU from pageable memory (the train stage pins them)")
+    ap.add_argument("--sdpa", choices=SDPA_CHOICES, default="any",
+                    help="attention kernels: torch's choice, or without cuDNN attention (a plan per shape)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file to write (default: print only)")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.steps < 1:
@@ -177,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda, but torch sees no CUDA device here (use --device cpu)")
     try:
-        results = run(device, args.recipes, args.warmup, args.steps, args.data, args.out)
+        results = run(device, args.recipes, args.warmup, args.steps, args.data, args.out, not args.no_pin, args.sdpa)
     except (ConfigError, DataError) as e:  # an unknown or invalid recipe: named, exit 2
         fail(str(e), e.exit_code)
     print(json.dumps(results, indent=2))

@@ -39,14 +39,59 @@ import torch.nn.functional as F
 
 from nmt.config import ModelConfig
 
-LayerCache = dict[str, torch.Tensor]  # "k", "v" (self-attention, grows) and "ck", "cv" (cross, fixed)
+class KVCache:
+    """Self-attention's keys and values of the tokens decoded so far, one row per hypothesis.
+
+    Stored time-major, (capacity, N, nh, hs) each, so that a step's new key is written in place
+    (``append``) and the attention reads a (N, nh, t, hs) view of the filled part, where a
+    ``torch.cat`` per step would copy the whole history into a new tensor; beam search's reorder
+    (``select``) copies the filled part once, into a new buffer. Capacity doubles when full.
+    """
+
+    INITIAL_CAPACITY = 16
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None, length: int = 0):
+        self.k, self.v, self.length = k, v, length  # (capacity, N, nh, hs) each, or None before the first step
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one step's (N, nh, 1, hs) key and value; return every step's, (N, nh, t+1, hs) views."""
+        if k.requires_grad:  # written in place, so no autograd history could survive the next step
+            raise RuntimeError("decode_step's cache is for inference: call it under torch.no_grad(), as greedy, "
+                               "beam_search and sample do; for gradients through the decoder use Transformer.decode")
+        if self.k is None:
+            N, nh, _, hs = k.shape
+            self.k, self.v = (k.new_empty(self.INITIAL_CAPACITY, N, nh, hs) for _ in range(2))
+        elif self.length == self.k.size(0):
+            self.k, self.v = (self._grown(t) for t in (self.k, self.v))
+        self.k[self.length].copy_(k[:, :, 0])  # (N, nh, hs)
+        self.v[self.length].copy_(v[:, :, 0])
+        self.length += 1
+        return self.k[: self.length].permute(1, 2, 0, 3), self.v[: self.length].permute(1, 2, 0, 3)  # (N, nh, t, hs)
+
+    def _grown(self, t: torch.Tensor) -> torch.Tensor:
+        bigger = t.new_empty(2 * t.size(0), *t.shape[1:])
+        bigger[: self.length].copy_(t[: self.length])
+        return bigger
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        """The hypothesis rows ``index``, in that order, as a new cache (this one is left as it was)."""
+        if self.k is None:
+            return KVCache()
+        out = []
+        for t in (self.k, self.v):
+            picked = t.new_empty(t.size(0), index.numel(), *t.shape[2:])  # (capacity, N', nh, hs)
+            torch.index_select(t[: self.length], 1, index, out=picked[: self.length])
+            out.append(picked)
+        return KVCache(*out, self.length)
+
+
+LayerCache = dict[str, "torch.Tensor | KVCache"]  # "self" (self-attention, grows) and "ck", "cv" (cross, fixed)
 # One LayerCache per decoder layer; the copy model appends one for the pointer: "src" (the source
 # ids, given to new_cache) and "copy_k" (the copy keys, computed at the first step). A model
 # restricted to its source (restrict_to_source) appends a last one: "banned" (B, V), the ids each
-# source may not emit. "k" and "v" hold one row per hypothesis (decoded sequence); every other
-# entry one row per source, shared by that source's hypotheses (select_cache moves the two kinds).
+# source may not emit. "self" holds one row per hypothesis (decoded sequence); every other entry
+# one row per source, shared by that source's hypotheses (select_cache moves the two kinds).
 Cache = list[LayerCache]
-HYPOTHESIS_ENTRIES = ("k", "v")
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -147,10 +192,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             # Incremental decoding: the new token attends to every earlier one, so no causal
             # mask is needed for a single query.
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)  # (B, nh, t+1, hs)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            k, v = cache.setdefault("self", KVCache()).append(k, v)  # (B, nh, t+1, hs)
             is_causal = False
         y = attend(q, k, v, attn_mask, is_causal, self.attn_dropout)  # (B, nh, L, hs)
         return self.proj(merge_heads(y))
@@ -356,6 +398,9 @@ class Transformer(nn.Module):
         # Ids a decoder may emit only where the source holds them (restrict_to_source). Not saved:
         # the tokenizer says which ids those are.
         self.register_buffer("source_only", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
+        # None: the output projection is the embedding table (tied). Int8 decoding sets a quantized
+        # copy of the table here (nmt.decoding.quantize), so the lookup and the projection part ways.
+        self.output_projection: nn.Module | None = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -401,6 +446,8 @@ class Transformer(nn.Module):
         return self.ln_enc(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.output_projection is not None:
+            return self.output_projection(h)  # (B, T, V): an int8 copy of the table
         return F.linear(h, self.embed.weight)  # (B, T, V), tied to the embedding
 
     def scores(
@@ -482,7 +529,7 @@ class Transformer(nn.Module):
         n, N = memory.size(0), token.size(0)
         if N % n:
             raise ValueError(f"decode_step: {N} tokens for {n} sources; each source needs the same number of rows")
-        step = cache[0]["k"].size(2) if "k" in cache[0] else 0
+        step = cache[0]["self"].length if "self" in cache[0] else 0
         memory_mask = key_padding_mask(src_mask)
         x = self.embed_tokens(token[:, None], offset=step)  # (N, 1, D)
         for layer, layer_cache in zip(self.decoder, cache):
@@ -505,15 +552,15 @@ class Transformer(nn.Module):
         """Keep (and reorder) the hypothesis rows ``index`` of the cache and its source rows
         ``sources`` (by default ``index``: one hypothesis per source), to drop finished rows."""
         sources = index if sources is None else sources
-        return [{name: t.index_select(0, index if name in HYPOTHESIS_ENTRIES else sources) for name, t in layer.items()}
-                for layer in cache]
+        return [{name: t.select(index) if isinstance(t, KVCache) else t.index_select(0, sources)
+                 for name, t in layer.items()} for layer in cache]
 
     @staticmethod
     def reorder_hypotheses(cache: Cache, index: torch.Tensor) -> Cache:
         """Like :meth:`select_cache` for an ``index`` that only permutes rows among the hypotheses of
         each source (beam search's surviving beams): only the hypotheses' entries move, the
         source's (cross-attention keys/values, ids, copy keys) stay."""
-        return [{name: t.index_select(0, index) if name in HYPOTHESIS_ENTRIES else t for name, t in layer.items()}
+        return [{name: t.select(index) if isinstance(t, KVCache) else t for name, t in layer.items()}
                 for layer in cache]
 
 

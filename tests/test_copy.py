@@ -118,7 +118,8 @@ def test_the_cache_carries_source_ids_and_copy_keys_through_select_cache():
     _, _, b = random_batch()
     memory = model.encode(b.src, b.src_mask)
     cache = model.new_cache(b.src)
-    model.decode_step(torch.full((b.src.size(0),), BOS), memory, b.src_mask, cache)
+    with torch.no_grad():
+        model.decode_step(torch.full((b.src.size(0),), BOS), memory, b.src_mask, cache)
     assert len(cache) == len(model.decoder) + 1 and set(cache[-1]) == {"src", "copy_k"}
     order = torch.tensor([3, 0, 3])
     picked = model.select_cache(cache, order)

@@ -114,6 +114,24 @@ def test_synthetic_batches_say_so(dry_run: Path):
     assert r["batch_tokens"] == 2048 and r["steps"] == 1 and 0 < r["mfu"] <= 1
 
 
+def test_step_times_are_split_by_whether_the_batch_shape_came_before():
+    shapes = [(4, 10, 9), (8, 5, 4), (4, 10, 9), (2, 30, 20), (8, 5, 4), (2, 30, 20)]  # 2 warm-up, 4 timed
+    split = recipe_speed.step_time_split(shapes, [0.010, 0.300, 0.020, 0.030], warmup=2)
+    assert split == {"distinct_shapes": 3, "new_shape_steps": 1, "new_shape_step_ms": 300.0,
+                     "repeat_shape_steps": 3, "repeat_shape_step_ms": 20.0}
+    with pytest.raises(ValueError):  # a step without its shape is a bug, not a shorter median
+        recipe_speed.step_time_split(shapes, [0.01], warmup=2)
+
+
+def test_the_probe_runs_the_django_recipe_without_pinning_then_without_cudnn_attention(dry_run: Path):
+    nopin = json.loads((dry_run / "probe-nopin.json").read_text())["recipes"]["django"]
+    nocudnn = json.loads((dry_run / "probe-nocudnn.json").read_text())["recipes"]["django"]
+    assert (nopin["pinned"], nopin["sdpa"]) == (False, "any") and nocudnn["sdpa"] == "no-cudnn"
+    for r in (nopin, nocudnn):
+        assert r["steps"] == 2 and r["new_shape_steps"] + r["repeat_shape_steps"] == 2
+        assert 1 <= r["distinct_shapes"] <= 3  # one warm-up step and two timed ones
+
+
 def test_an_unknown_recipe_exits_2_naming_the_known_ones(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit) as e:

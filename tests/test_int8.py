@@ -25,17 +25,24 @@ def float_linears(model: nn.Module) -> int:
     return sum(type(m) is nn.Linear for m in model.modules())
 
 
-def test_int8_swaps_every_linear_and_keeps_the_tied_embedding_float(trained_tiny_export):
+def test_int8_swaps_every_linear_and_projects_the_output_through_an_int8_copy_of_the_table(trained_tiny_export):
     fp32 = Translator.from_pretrained(trained_tiny_export, device="cpu")
     linears = float_linears(fp32.model)
-    assert linears > 0
+    assert linears > 0 and fp32.model.output_projection is None  # float32: tied to the embedding
     int8 = Translator.from_pretrained(trained_tiny_export, device="cpu", quantize="int8")
     assert int8.quantize == "int8"
-    assert quantized_linears(int8.model) == linears and float_linears(int8.model) == 0
-    # The pointer-generator's layers are among them; the embedding (also the output projection) stays float32.
+    # every linear layer, the pointer-generator's 3 among them, and the output projection
+    assert quantized_linears(int8.model) == linears + 1 and float_linears(int8.model) == 0
     assert quantized_linears(int8.model.pointer) == 3
+    # The lookup keeps the float32 table; the projection is its int8 copy, one scale per vocabulary row.
     assert int8.model.embed.weight.dtype == torch.float32
     assert torch.equal(int8.model.embed.weight, fp32.model.embed.weight)
+    weight = int8.model.output_projection.weight()  # (V, D) int8
+    assert weight.qscheme() == torch.per_channel_affine and weight.q_per_channel_scales().numel() == weight.size(0)
+    table = fp32.model.embed.weight
+    assert (weight.dequantize() - table).abs().max() <= weight.q_per_channel_scales().max() / 2 + 1e-6
+    h = torch.randn(2, 3, table.size(1))
+    assert torch.allclose(int8.model.logits(h), fp32.model.logits(h), atol=0.1 * fp32.model.logits(h).abs().max().item())
     assert quantized_linears(fp32.model) == 0
 
 

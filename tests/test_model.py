@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from nmt.batching import collate, token_budget_batches
 from nmt.config import ModelConfig
 from nmt.decoding.search import beam_search, greedy, length_penalty
-from nmt.model import Transformer
+from nmt.model import KVCache, Transformer
 
 V, PAD, BOS, EOS = 40, 0, 1, 2
 
@@ -127,7 +127,8 @@ def test_decoding_g_hypotheses_over_one_copy_of_a_source_equals_decoding_over_g_
         got = model.decode_step(token, memory[keep_src], b.src_mask[keep_src], grouped)
         want = model.decode_step(token, wide[0][keep_rows], wide[1][keep_rows], repeated)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert all(t.size(0) == len(keep_src) for layer in grouped for name, t in layer.items() if name not in ("k", "v"))
+    assert all(t.size(0) == len(keep_src) for layer in grouped for t in layer.values() if not isinstance(t, KVCache))
+    assert all(layer["self"].k.size(1) == len(keep_rows) for layer in grouped[: len(model.decoder)])
 
 
 def test_decode_step_refuses_rows_that_do_not_split_evenly_among_the_sources():
@@ -279,3 +280,29 @@ def test_token_budget_batches_respect_the_budget_and_cover_every_example():
     for b in batches:
         padded = len(b) * (max(src[i] for i in b) + 1 + max(tgt[i] for i in b) + 1)
         assert padded <= 512 or len(b) == 1
+
+
+def test_decode_step_refuses_to_cache_keys_that_need_gradients():
+    model = tiny()
+    _, _, b = random_batch()
+    memory = model.encode(b.src, b.src_mask)  # with gradients
+    with pytest.raises(RuntimeError, match=r"under torch.no_grad\(\).*use Transformer.decode"):
+        model.decode_step(torch.full((b.src.size(0),), BOS), memory, b.src_mask, model.new_cache(b.src))
+
+
+def test_the_kv_cache_grows_past_its_capacity_and_reorders_only_its_filled_steps():
+    cache, N, nh, hs = KVCache(), 3, 2, 4
+    steps = [torch.randn(N, nh, 1, hs) for _ in range(KVCache.INITIAL_CAPACITY + 3)]
+    for t, k in enumerate(steps, start=1):
+        keys, values = cache.append(k, -k)
+        assert keys.shape == (N, nh, t, hs) and cache.length == t
+    assert cache.k.size(0) == 2 * KVCache.INITIAL_CAPACITY  # doubled once
+    torch.testing.assert_close(keys, torch.cat(steps, dim=2), rtol=0, atol=0)
+    torch.testing.assert_close(values, -torch.cat(steps, dim=2), rtol=0, atol=0)
+    order = torch.tensor([2, 2, 0, 1])
+    picked = cache.select(order)
+    assert picked.length == cache.length and picked.k.shape[1] == 4
+    keys, _ = picked.append(steps[0][order], steps[0][order])
+    torch.testing.assert_close(keys, torch.cat([*steps, steps[0]], dim=2)[order], rtol=0, atol=0)
+    torch.testing.assert_close(cache.k[: cache.length], torch.cat(steps, dim=2).permute(2, 0, 1, 3))  # unchanged
+
