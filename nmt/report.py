@@ -557,10 +557,9 @@ def _transformer_base_rows(b: dict[str, Any]) -> list[list[str]]:
     if "peak_timing" in b or not b.get("theoretical_peak_flops"):  # a GPU's peak from CUDA events, or a CPU's
         verdict = _target(b["best_mfu"], b["target_mfu"], target)
     else:  # a GPU run from before the peak's CUDA-event timing: its peak reads low, its MFU high
-        datasheet = (f"; of the datasheet's peak, {achieved / b['theoretical_peak_flops']:.1%}"
-                     if b.get("theoretical_peak_flops") else "")
         verdict = (f"{target}: not judged, the peak was timed with a host sync per product, which reads it low "
-                   f"(nmt.flops.measure_peak_flops now times it with CUDA events){datasheet}")
+                   f"(nmt.flops.measure_peak_flops now times it with CUDA events); of the datasheet's peak, "
+                   f"{achieved / b['theoretical_peak_flops']:.1%}")
     others = [f"{name} {v['mfu']:.1%} ({v['tok_s']:,} tok/s)" for name, v in b["variants"].items()]
     others += [f"{name}: {why}" for name, why in {**b["skipped"], **b["failed"]}.items()]
     return [[what, result, verdict], ["Transformer-base, every variant: MFU (tok/s)", "; ".join(others), ""]]

@@ -216,7 +216,8 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     # HF generate: the speed-up is against its fastest setting that ran (a setting that raised holds its reason)
     timed = {k: v for k, v in results["hf_generate_s"].items() if isinstance(v, (int, float))}
     assert {"no_grad", "inference_mode"} <= set(timed)
-    assert results["hf_fastest_setting"] == min(timed, key=timed.get)
+    # a fastest one: at --quick sizes two settings can tie once rounded to 0.1 ms (CI run of 16a8e65)
+    assert timed[results["hf_fastest_setting"]] == min(timed.values())
     assert results["hf_bart_beam_s"] == min(timed.values())
     assert results["beam_speedup_vs_hf"] == pytest.approx(min(timed.values()) / results["beam_s"], rel=0.01)
     assert all(isinstance(v, str) for k, v in results["hf_generate_s"].items() if k not in timed)
