@@ -256,6 +256,18 @@ def test_beam_search_finds_the_known_best_sequence(alpha, seed):
     assert hyps[0][0].score == pytest.approx(expected_score, abs=1e-5)
 
 
+def test_beam_search_decodes_one_row_per_source_at_the_first_step_then_one_per_beam():
+    """The K beams of a source all start from BOS, so the first step decodes each source once."""
+    g = torch.Generator().manual_seed(0)
+    model = MarkovModel(F.log_softmax(torch.randn(8, 8, generator=g), dim=-1))
+    rows = []
+    step = model.decode_step
+    model.decode_step = lambda token, *rest: rows.append(token.numel()) or step(token, *rest)  # type: ignore[method-assign]
+    src = torch.ones(3, 1, dtype=torch.long)
+    beam_search(model, src, src > 0, BOS, 99, 4, beam_size=5)  # type: ignore[arg-type]  (EOS 99: never emitted)
+    assert rows == [3, 15, 15, 15]
+
+
 def test_beam_search_beats_greedy_where_greedy_is_led_astray():
     # From BOS, token 3 looks best (0.6) but every continuation after it is poor;
     # token 4 (0.4) leads to EOS with certainty. Greedy takes 3, beam search finds 4.
@@ -280,6 +292,25 @@ def test_token_budget_batches_respect_the_budget_and_cover_every_example():
     for b in batches:
         padded = len(b) * (max(src[i] for i in b) + 1 + max(tgt[i] for i in b) + 1)
         assert padded <= 512 or len(b) == 1
+
+
+@pytest.mark.parametrize("order", [[1, 0, 2, 3, 4, 5],  # a swap: rows read and overwritten in one reorder
+                                   [0, 1, 1, 3, 4, 2],  # a row copied twice, one dropped
+                                   [0, 1, 2, 3, 4, 5],  # nothing moves
+                                   [5, 4, 3, 2, 1, 0]])  # most rows move: the select path
+def test_the_kv_cache_reordered_in_place_holds_what_select_gives(order):
+    cache, N = KVCache(), 6
+    for _ in range(KVCache.INITIAL_CAPACITY + 2):  # past a growth, so the buffer has unfilled steps
+        k = torch.randn(N, 2, 1, 4)
+        cache.append(k, 2 * k)
+    index = torch.tensor(order)
+    want = cache.select(index)
+    cache.reorder_(index)
+    assert cache.length == want.length
+    torch.testing.assert_close(cache.k[: cache.length], want.k[: want.length], rtol=0, atol=0)
+    torch.testing.assert_close(cache.v[: cache.length], want.v[: want.length], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="keeps the 6 rows; got an index of 2: use select"):
+        cache.reorder_(torch.tensor([0, 1]))
 
 
 def test_decode_step_refuses_to_cache_keys_that_need_gradients():

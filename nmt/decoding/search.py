@@ -272,11 +272,15 @@ def beam_search(
 
     for step in range(max_len):
         b = len(state.sources)
-        step_logp = F.log_softmax(model.decode_step(state.token, state.memory, state.src_mask, state.cache).float(),
-                                  dim=-1)  # (b*K, V)
+        # The first step decodes one row per source (G = 1): the K beams all hold BOS, and only
+        # beam 0 is live. _advance then widens the cache to K rows per source.
+        G = 1 if step == 0 else K
+        token = state.token.view(b, K)[:, :G].reshape(-1)  # (b*G,)
+        step_logp = F.log_softmax(model.decode_step(token, state.memory, state.src_mask, state.cache).float(),
+                                  dim=-1)  # (b*G, V)
         V = step_logp.size(-1)
-        cand = (state.logp[:, :, None] + step_logp.view(b, K, V)).view(b, K * V)  # (b, K*V)
-        top_logp, top_idx = cand.topk(2 * K, dim=1)  # (b, 2K)
+        cand = (state.logp[:, :G, None] + step_logp.view(b, G, V)).view(b, G * V)  # (b, G*V)
+        top_logp, top_idx = cand.topk(min(2 * K, G * V), dim=1)  # (b, 2K): fewer when one row has fewer tokens
         last_step = step == max_len - 1
         # The scan is plain Python over lists: indexing tensors element by element here cost more
         # than the decoder step itself. Dead slots keep beam 0, token 0 and -inf.
@@ -287,7 +291,7 @@ def beam_search(
         done = [row[3] for row in rows]
         if all(done):
             break
-        _advance(model, state, rows, done, K)
+        _advance(model, state, rows, done, K, G)
     return [hyps[:n_best] for hyps in finished]
 
 
@@ -327,17 +331,22 @@ def _scan_source(finished: list[Hypothesis], history: torch.Tensor, i: int, K: i
     return new_beam, new_tok, new_logp, done or last_step or n_live == 0
 
 
-def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bool], K: int) -> None:
-    """Move ``state`` to the new beams, then drop the sources that are done."""
+def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bool], K: int, G: int) -> None:
+    """Move ``state`` to the new beams, then drop the sources that are done. ``G``: the cache's rows
+    per source this step (1 at the first step, then K)."""
     device, b = state.token.device, len(state.sources)
     new_beam_t = torch.tensor([r[0] for r in rows], dtype=torch.long, device=device)  # (b, K)
     new_tok_t = torch.tensor([r[1] for r in rows], dtype=torch.long, device=device)  # (b, K)
     # Gather the surviving beams' rows: row i*K + beam of the old batch, a permutation within
     # each source's K rows.
-    gather = (torch.arange(b, device=device)[:, None] * K + new_beam_t).view(-1)  # (b*K,)
+    sources = torch.arange(b, device=device)[:, None]  # (b, 1)
+    gather = (sources * K + new_beam_t).view(-1)  # (b*K,)
     state.history = torch.cat([state.history[gather], new_tok_t.view(-1, 1)], dim=1)
     state.token, state.logp = new_tok_t.view(-1), torch.tensor([r[2] for r in rows], device=device)
-    state.cache = model.reorder_hypotheses(state.cache, gather)  # the source's entries stay
+    if G == K:
+        state.cache = model.reorder_hypotheses(state.cache, gather)  # the source's entries stay
+    else:  # the first step's one row per source becomes its K beams' rows
+        state.cache = model.select_cache(state.cache, (sources * G + new_beam_t).view(-1), sources.view(-1))
     if any(done):  # drop finished sources: every per-row tensor loses their K rows
         keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
         keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
