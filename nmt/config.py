@@ -125,6 +125,10 @@ class TokenizeConfig:
     placeholder_tokens: bool = opt(True, "make each placeholder one token (cl100k spells _ID:12_ as 5) and let "
                                           "decoding emit only the placeholders its source holds "
                                           "(needs string_placeholders)")
+    neighbour_code: bool = opt(False, "complete each description with the code of the training pair whose description "
+                                      "is nearest (TF-IDF cosine; a training pair gets its nearest other pair), after "
+                                      "EOS, its literals masked as the description's: the encoder and the copy "
+                                      "pointer read a similar line (nmt/neighbours.py; recorded in the tokenizer file)")
 
     def validate(self) -> list[str]:
         problems = []

@@ -14,7 +14,6 @@ placeholder and the translator restored it.
 
 from __future__ import annotations
 
-import gzip
 import os
 import socket
 import sys
@@ -22,13 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.data.pairs import parse_jsonl
 from nmt.decoding.rerank import WORD, words
 from nmt.decoding.translator import Translator
 from nmt.errors import DataError, ModelFileError, fail
 from nmt.layout import RAW
 from nmt.placeholders import description_spans, mask_description
-from nmt.retrieval import PAIRS_FILE, RetrievalBaseline
+from nmt.retrieval import PAIRS_FILE, RetrievalBaseline, read_pairs
 
 PLACEHOLDER = "placeholder copied"  # masked as _STR:i_ / _ID:i_, and the best line holds it
 IN_OUTPUT = "word in output"  # any other description word the best line holds (pointer or generated)
@@ -107,15 +105,7 @@ def load_pairs(model_dir: Path, pairs_file: Path | None) -> tuple[list[tuple[str
                         f"{DEFAULT_PAIRS} here: re-export the model (dvc repro export) or pass --pairs TRAIN.jsonl")
     if not path.is_file():
         raise DataError(f"{path}: no such file (--pairs: the training pairs, JSON lines with 'nl' and 'code')")
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: not a gzip file ({e}); re-export the model") from e
-    rows = [(row["nl"], row["code"]) for _, row in parse_jsonl(data.split(b"\n"), str(path), ("nl", "code"))]
-    if not rows:
-        raise DataError(f"{path}: no pairs; the retrieval baseline needs at least one")
+    rows = read_pairs(path)
     return rows, path
 
 

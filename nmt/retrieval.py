@@ -21,8 +21,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
+
+from nmt.data.pairs import parse_jsonl
+from nmt.errors import DataError
 
 _WORD = re.compile(r"[^\W_]+")
 # The training pairs the baseline searches, as an exported model directory carries them (the export
@@ -33,6 +37,23 @@ PAIRS_FILE = "retrieval.jsonl.gz"
 def terms(text: str) -> list[str]:
     """Lowercase letter/digit runs of ``text``."""
     return _WORD.findall(text.lower())
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """The (description, code) pairs of JSON lines ``path``, gzipped (:data:`PAIRS_FILE`) or not.
+    Raises DataError naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (the training pairs, JSON lines with 'nl' and 'code')")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a gzip file ({e}); re-export the model") from e
+    rows = [(row["nl"], row["code"]) for _, row in parse_jsonl(data.split(b"\n"), str(path), ("nl", "code"))]
+    if not rows:
+        raise DataError(f"{path}: no pairs; retrieval needs at least one training pair")
+    return rows
 
 
 def pairs_bytes(pairs: Iterable[tuple[str, str]]) -> bytes:
@@ -75,24 +96,36 @@ class RetrievalBaseline:
         """Index of the best training pair for each query."""
         return [i for i, _ in self.neighbours(nl)]
 
-    def neighbours(self, nl: Sequence[str]) -> list[tuple[int, float]]:
+    def neighbours(self, nl: Sequence[str], exclude: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """The best training pair for each query: its index and its cosine with the query, over the
-        words the training descriptions hold (0 for a query sharing no word with any of them)."""
+        words the training descriptions hold (0 for a query sharing no word with any of them).
+        ``exclude[q]``: a training pair query ``q`` may not get (itself, when the queries are the
+        training descriptions), or -1 for none."""
         if not self._code:
             raise RuntimeError("RetrievalBaseline.fit must be called before nearest/neighbours/predict")
+        if exclude is not None and len(exclude) != len(nl):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(nl)} queries")
+        if exclude is not None and len(self._code) < 2:
+            raise ValueError("excluding a pair needs at least two training pairs")
         out = []
         scores = np.zeros(len(self._code))
-        for text in nl:
+        for q, text in enumerate(nl):
             w = {t: (1.0 + math.log(c)) * self._idf[t] for t, c in Counter(terms(text)).items() if t in self._idf}
             scores[:] = 0.0
             for term in sorted(w):  # a fixed summation order: identical descriptions tie exactly
                 idx, dw = self._postings[term]
                 scores[idx] += w[term] * dw
+            if exclude is not None and exclude[q] >= 0:
+                scores[exclude[q]] = -np.inf
             best = int(np.argmax(scores))  # first maximum = lowest index
             # The query's norm scales every score alike: it changes the cosine, not the argmax.
             norm = math.sqrt(sum(x * x for x in w.values()))
             out.append((best, float(scores[best]) / norm if norm else 0.0))
         return out
+
+    def code(self, i: int) -> str:
+        """The code of training pair ``i``."""
+        return self._code[i]
 
     def predict(self, nl: Sequence[str]) -> list[str]:
         """The code of the nearest training pair for each query."""

@@ -119,7 +119,7 @@ class Tokenizer:
     specials = SPECIALS
 
     def __init__(self, cl100k_ids: Sequence[int], string_placeholders: bool = False, name_placeholders: bool = False,
-                 common_words: Iterable[str] | None = None, placeholder_tokens: int = 0):
+                 common_words: Iterable[str] | None = None, placeholder_tokens: int = 0, neighbour_code: bool = False):
         problems = _problems(cl100k_ids)
         if problems:
             raise ValueError("invalid cl100k_ids: " + "; ".join(problems))
@@ -132,6 +132,9 @@ class Tokenizer:
         self.name_placeholders = bool(name_placeholders)
         # With tokenize.rare_words: the description words that stay words; any other becomes _ID:i_.
         self.common_words: frozenset[str] | None = None if common_words is None else frozenset(common_words)
+        # tokenize.neighbour_code: a source is the description, EOS, then its nearest training pair's
+        # code (nmt.neighbours; the Translator's job, as masking is).
+        self.neighbour_code = bool(neighbour_code)
         # K: _STR:0_ .. _STR:{K-1}_ and _ID:0_ .. _ID:{K-1}_ are single tokens after the cl100k ones.
         self.placeholder_tokens = int(placeholder_tokens)
         self._first_placeholder_id = FIRST_CL100K_ID + len(self.cl100k_ids)
@@ -154,7 +157,7 @@ class Tokenizer:
     def build(cls, texts: Iterable[str], min_freq: int, max_vocab: int,
               string_placeholders: bool = False, name_placeholders: bool = False,
               common_words: Iterable[str] | None = None, placeholder_tokens: int = 0,
-              batch: int = _BUILD_CHUNK) -> Tokenizer:
+              batch: int = _BUILD_CHUNK, neighbour_code: bool = False) -> Tokenizer:
         """Keep the cl100k tokens seen at least ``min_freq`` times in ``texts``, at most ``max_vocab``.
 
         Order: frequency descending, then cl100k id ascending, so the result depends only on the
@@ -185,7 +188,7 @@ class Tokenizer:
         candidates = np.flatnonzero((counts >= min_freq) | required)
         order = np.lexsort((candidates, -counts[candidates], ~required[candidates]))  # last key is the primary one
         return cls(candidates[order][:max_vocab].tolist(), string_placeholders, name_placeholders, common_words,
-                   placeholder_tokens)
+                   placeholder_tokens, neighbour_code)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
@@ -303,6 +306,8 @@ class Tokenizer:
             data["common_words"] = sorted(self.common_words)
         if self.placeholder_tokens:
             data["placeholder_tokens"] = self.placeholder_tokens
+        if self.neighbour_code:
+            data["neighbour_code"] = True
         return data
 
     @classmethod
@@ -313,7 +318,8 @@ class Tokenizer:
             problems.append(f"expected a JSON object, got {type(data).__name__}")
         else:
             required = ("format", "version", "base_encoding", "specials", "cl100k_ids")
-            known = (*required, "string_placeholders", "name_placeholders", "common_words", "placeholder_tokens")
+            known = (*required, "string_placeholders", "name_placeholders", "common_words", "placeholder_tokens",
+                     "neighbour_code")
             problems += [f"unknown key {k!r} (known keys: {', '.join(known)})" for k in data if k not in known]
             problems += [f"missing key {k!r}" for k in required if k not in data]
             if "format" in data and data["format"] != FORMAT:
@@ -326,7 +332,7 @@ class Tokenizer:
                 problems.append(f"specials are {data['specials']!r}, expected {list(SPECIALS)!r}")
             if "cl100k_ids" in data:
                 problems += _problems(data["cl100k_ids"])
-            for flag in ("string_placeholders", "name_placeholders"):
+            for flag in ("string_placeholders", "name_placeholders", "neighbour_code"):
                 if not isinstance(data.get(flag, False), bool):
                     problems.append(f"{flag} must be true or false, got {data[flag]!r}")
             words = data.get("common_words", [])
@@ -341,7 +347,7 @@ class Tokenizer:
                 + ". Rebuild it with the tokenize stage (`dvc repro tokenize`) or re-export the model."
             )
         return cls(data["cl100k_ids"], data.get("string_placeholders", False), data.get("name_placeholders", False),
-                   data.get("common_words"), data.get("placeholder_tokens", 0))
+                   data.get("common_words"), data.get("placeholder_tokens", 0), data.get("neighbour_code", False))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON, atomically."""
@@ -357,15 +363,17 @@ class Tokenizer:
                 and self.string_placeholders == other.string_placeholders
                 and self.name_placeholders == other.name_placeholders
                 and self.common_words == other.common_words
-                and self.placeholder_tokens == other.placeholder_tokens)
+                and self.placeholder_tokens == other.placeholder_tokens
+                and self.neighbour_code == other.neighbour_code)
 
     def __hash__(self) -> int:
         return hash((self.cl100k_ids, self.string_placeholders, self.name_placeholders, self.common_words,
-                     self.placeholder_tokens))
+                     self.placeholder_tokens, self.neighbour_code))
 
     def __repr__(self) -> str:
         extra = ", string_placeholders=True" if self.string_placeholders else ""
         extra += ", name_placeholders=True" if self.name_placeholders else ""
         extra += f", common_words={len(self.common_words)}" if self.common_words is not None else ""
         extra += f", placeholder_tokens={self.placeholder_tokens}" if self.placeholder_tokens else ""
+        extra += ", neighbour_code=True" if self.neighbour_code else ""
         return f"Tokenizer(vocab_size={self.vocab_size}, cl100k_kept={len(self.cl100k_ids)}{extra})"

@@ -51,7 +51,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 # The tokenize levers off, whatever params.yaml's default: tests turn on the ones they are about.
 PLAIN_TOKENIZE = {"string_placeholders": False, "name_placeholders": False, "rare_words": 0,
-                  "placeholder_tokens": False}
+                  "placeholder_tokens": False, "neighbour_code": False}
 
 
 def plain_tokenize(**options: object):

@@ -22,10 +22,12 @@ from nmt.errors import ConfigError, ModelFileError
 from nmt.layout import TrainLayout as Paths
 from nmt.model import Transformer
 from nmt.params import params_from_dict
+from nmt.stages.tokenize import tokenize_dataset
 from nmt.stages.train import train_reverse
+from nmt.tokenizer import Tokenizer
 from nmt.training import loop as train_module
 
-from .conftest import synthetic_pairs, tokenized_data
+from .conftest import plain_tokenize, synthetic_pairs, tokenized_data, write_jsonl
 
 TINY_MODEL = ModelConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, max_len=64,
                          copy=False)
@@ -91,6 +93,25 @@ def test_the_reverse_model_trains_on_code_to_description_for_its_own_steps(tmp_p
     assert (out / "train_curve.csv").read_text().count("\n") == 2  # header + one evaluation, at the last step
     assert (out / "best.safetensors").is_file() and not (out / "README.md").exists()
     assert not (tmp_path / "resume").exists() or not any((tmp_path / "resume").rglob("*.pt"))
+
+
+def test_the_reverse_model_of_a_neighbour_reading_model_writes_the_description_alone(tmp_path, monkeypatch):
+    for split, n, seed in zip(("train", "dev", "test"), (40, 6, 6), (0, 1, 2)):
+        write_jsonl(tmp_path / "raw" / f"{split}.jsonl", synthetic_pairs(n, seed))
+    tokenize_dataset(tmp_path / "raw", tmp_path / "tokenized", plain_tokenize(min_freq=1, neighbour_code=True))
+    forward = TokenizedSplit.load(tmp_path / "tokenized" / "train.safetensors")
+    eos = Tokenizer.load(tmp_path / "tokenized" / "vocab.json").eos_id
+    assert eos in forward.src(0).tolist()  # description, EOS, the neighbour's code
+    seen = []
+    real = train_module.Batches
+    monkeypatch.setattr(train_module, "Batches", lambda split, *a: seen.append(split) or real(split, *a))
+    out = tmp_path / "reverse"
+    train_reverse(reverse_params(2), Paths(data=tmp_path / "tokenized", models=out, metrics=out, plots=out,
+                                           resume_root=tmp_path / "resume"))
+    for i in range(len(forward)):
+        description = forward.src(i).tolist()
+        assert seen[0].tgt(i).tolist() == description[: description.index(eos)]
+        assert seen[0].src(i).tolist() == forward.tgt(i).tolist()
 
 
 def test_zero_reverse_steps_write_a_readme_and_leave_no_stale_model(tmp_path):

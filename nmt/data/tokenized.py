@@ -93,6 +93,23 @@ class TokenizedSplit:
         """The same pairs with source and target exchanged (code -> description), sharing memory."""
         return TokenizedSplit(self._tgt, self._tgt_offsets, self._src, self._src_offsets, self.vocab_size)
 
+    def sources_cut_at(self, token: int) -> TokenizedSplit:
+        """The same pairs with each source cut before its first ``token``, whole where it has none: the
+        descriptions of sources completed with a neighbour's code after EOS (:mod:`nmt.neighbours`)."""
+        src, offsets = self._arrays[0], self._arrays[1]
+        pair = np.repeat(np.arange(len(self)), np.diff(offsets))  # [total] the pair of each id
+        position = np.arange(len(src)) - offsets[pair]  # [total] its place in its source
+        lengths = np.diff(offsets)  # [n]
+        hits = np.flatnonzero(src == token)  # [h]
+        first = np.full(len(self), np.iinfo(np.int64).max)
+        np.minimum.at(first, pair[hits], position[hits])
+        lengths = np.minimum(lengths, first)
+        keep = position < lengths[pair]
+        new_offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+        return TokenizedSplit(torch.from_numpy(np.ascontiguousarray(src[keep], dtype=np.int32)),
+                              torch.from_numpy(new_offsets.astype(np.int64)), self._tgt, self._tgt_offsets,
+                              self.vocab_size)
+
     def _slice(self, ids: torch.Tensor, offsets: torch.Tensor, i: int) -> torch.Tensor:
         if not 0 <= i < len(self):
             raise IndexError(f"pair {i} out of range 0..{len(self) - 1}")

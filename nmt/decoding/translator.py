@@ -9,6 +9,8 @@ It is what `nmt generate`, `nmt evaluate` and the evaluate stage use. On its own
 
 - masks the inputs and restores the outputs when the model was trained with string placeholders
   (the tokenizer file says so; :mod:`nmt.placeholders`);
+- completes each input with its nearest training pair's code when the model was trained so
+  (``tokenize.neighbour_code``, :mod:`nmt.neighbours`), from the training pairs the export carries;
 - decodes with the model directory's decoding defaults (config.json ``"decoding"``, written by the
   export stage from the evaluate stage's settings) for every option the caller leaves out.
 """
@@ -35,7 +37,9 @@ from nmt.decoding.settings import DecodeSettings
 from nmt.device import resolve_device
 from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
+from nmt.neighbours import joined, neighbour_codes, neighbour_index
 from nmt.placeholders import Masked, add_described_prefixes, mask_description, restore
+from nmt.retrieval import PAIRS_FILE, RetrievalBaseline, read_pairs
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
@@ -63,9 +67,16 @@ BUILTIN_SETTINGS = DecodeSettings.from_config(replace(
 class Translator:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, bos_id: int, eos_id: int,
                  decoding: dict[str, Any] | None = None, lexicon: Lexicon | None = None,
-                 reverse: Transformer | None = None, quantize: str = "none"):
+                 reverse: Transformer | None = None, quantize: str = "none",
+                 neighbours: RetrievalBaseline | None = None):
         """``quantize="int8"``: int8 linear layers in the model and the reverse model, CPU only
-        (:mod:`nmt.decoding.quantize`); a bad value raises ValueError naming the choices."""
+        (:mod:`nmt.decoding.quantize`); a bad value raises ValueError naming the choices.
+        ``neighbours``: the training pairs' index (:func:`nmt.neighbours.neighbour_index`), which a
+        tokenizer with ``neighbour_code`` needs."""
+        if tokenizer.neighbour_code and neighbours is None:
+            raise ModelFileError("this model reads each description with its nearest training pair's code "
+                                 "(tokenize.neighbour_code): give the training pairs (the export's "
+                                 f"{PAIRS_FILE}, or pairs= for Translator.from_files)")
         for name, m in (("model", model), ("reverse model", reverse)):
             if m is not None and m.vocab_size != tokenizer.vocab_size:
                 raise ModelFileError(
@@ -83,6 +94,7 @@ class Translator:
         # code -> description, for rerank_reconstruction
         self.reverse = None if reverse is None else quantize_model(reverse.eval(), quantize)
         self._significant: list[bool] | None = None  # grammar search's per-token table (nmt.decoding.grammar)
+        self.neighbours = neighbours if tokenizer.neighbour_code else None
 
     @property
     def device(self) -> torch.device:
@@ -91,12 +103,16 @@ class Translator:
     @classmethod
     def from_files(cls, weights: Path, config: Path, tokenizer: Path, device: str = "auto",
                    lexicon: Path | None = None, reverse: tuple[Path, Path] | None = None,
-                   quantize: str = "none") -> Translator:
-        """``reverse``: the reverse model's (weights, config) files; ``quantize``: none or int8."""
+                   quantize: str = "none", pairs: Path | None = None) -> Translator:
+        """``reverse``: the reverse model's (weights, config) files; ``quantize``: none or int8;
+        ``pairs``: the training pairs (JSON lines, gzipped or not), read when the tokenizer has
+        ``neighbour_code``."""
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
         reverse_model = None if reverse is None else load_model(*map(Path, reverse), resolve_device(device))[0]
-        return cls(model, Tokenizer.load(Path(tokenizer)), cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
-                   None if lexicon is None else Lexicon.load(lexicon), reverse_model, quantize)
+        tok = Tokenizer.load(Path(tokenizer))
+        index = neighbour_index(read_pairs(Path(pairs))) if tok.neighbour_code and pairs is not None else None
+        return cls(model, tok, cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
+                   None if lexicon is None else Lexicon.load(lexicon), reverse_model, quantize, index)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "auto", quantize: str = "none") -> Translator:
@@ -116,9 +132,10 @@ class Translator:
         reverse = tuple(d / name for name in REVERSE_FILES)
         if any(p.is_file() for p in reverse) and not all(p.is_file() for p in reverse):
             raise ModelFileError(f"{d}: the reverse model needs both {' and '.join(REVERSE_FILES)}; re-export the model")
+        pairs = d / PAIRS_FILE
         return cls.from_files(d / "model.safetensors", d / "config.json", d / "tokenizer.json", device,
                               lexicon if lexicon.is_file() else None, reverse if reverse[0].is_file() else None,
-                              quantize)
+                              quantize, pairs if pairs.is_file() else None)
 
     def settings(self, sample: bool = False, **options: Any) -> DecodeSettings:
         """The model's defaults with ``options`` that are not None set (:meth:`DecodeSettings.with_options`)."""
@@ -186,14 +203,19 @@ class Translator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     def _sources(self, texts: list[str], strict: bool) -> tuple[list[Masked | None], list[list[int]], list[list[int]]]:
-        """Each text masked (placeholders), encoded, and as the encoder sees it (cut to fit, EOS)."""
+        """Each text masked (placeholders), encoded, and as the encoder sees it (with its
+        neighbour's code where the model reads one, cut to fit, EOS)."""
         limit = self.model.cfg.max_len
         masked = [mask_description(t, self.tokenizer.name_placeholders, self.tokenizer.common_words)
                   if self.tokenizer.string_placeholders else None for t in texts]
         encoded = self.tokenizer.encode_batch([t if m is None else m.text for t, m in zip(texts, masked)])
         if strict:
             _refuse_long(encoded, limit)
-        return masked, encoded, [source_ids(ids, self.eos_id, limit) for ids in encoded]
+        full = encoded
+        if self.neighbours is not None:
+            codes = self.tokenizer.encode_batch(neighbour_codes(self.neighbours, texts, masked))
+            full = [joined(ids, code, self.eos_id) for ids, code in zip(encoded, codes)]
+        return masked, encoded, [source_ids(ids, self.eos_id, limit) for ids in full]
 
     def _finish(self, text: str, masked: Masked | None, hyps: list[Hypothesis], rec: list[float] | None,
                 truncated: bool, settings: DecodeSettings) -> Translation:

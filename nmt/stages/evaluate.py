@@ -53,7 +53,7 @@ def evaluate(params: Params, paths: EvaluateLayout = EvaluateLayout()) -> dict:
     translator = Translator.from_files(paths.weights, paths.config, paths.tokenizer, device=params.train.device,
                                        lexicon=paths.lexicon if settings.rerank == "lexical" else None,
                                        reverse=(paths.reverse_weights, paths.reverse_config)
-                                       if settings.reconstructs else None)
+                                       if settings.reconstructs else None, pairs=paths.raw / "train.jsonl")
     decodings = test_decodings(settings)
     # One decode serves both the reranked predictions and the beam's own top hypotheses: reranking
     # reorders the whole n-best and keeps the model's scores, so the best-scoring one is the beam's top.

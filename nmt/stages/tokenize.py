@@ -13,6 +13,10 @@ Outputs in ``out_dir`` (the id files' format: :mod:`nmt.data.tokenized`):
   output), and ``stats.json`` the share of code string literals a placeholder covers.
 - ``lexicon.json`` (:func:`tokenize`, the stage itself): the reranker's word counts over the raw,
   unmasked training pairs (:func:`nmt.decoding.rerank.write_lexicon`).
+- with ``tokenize.neighbour_code`` (:mod:`nmt.neighbours`): each source is the description, EOS,
+  then the code of its nearest training pair (a training pair's nearest *other* pair), masked with
+  the description's literals; ``vocab.json`` records the setting, so the Translator completes a new
+  description the same way. The vocabulary is built from the pairs alone, as without it.
 
 Output bytes depend only on the inputs and the parameters.
 
@@ -20,7 +24,9 @@ Output bytes depend only on the inputs and the parameters.
 split, so its memory stays flat however large the data (measured: ``benchmarks/tokenize_memory.py``):
 the training file is read once to count words (``tokenize.rare_words``), once to build the
 vocabulary and once to encode it, and each chunk's ids are appended to scratch files that become
-the split's safetensors file at the end (:class:`~nmt.data.tokenized.SplitWriter`). Everything
+the split's safetensors file at the end (:class:`~nmt.data.tokenized.SplitWriter`). The one
+exception is ``tokenize.neighbour_code``: its index over the training pairs' descriptions and
+code is held whole, as a search over them needs. Everything
 :func:`tokenize_dataset` writes goes to a scratch directory first and is moved into ``out_dir``
 only when every split is done, so a bad line in ``test.jsonl`` leaves the previous outputs as they
 were.
@@ -46,6 +52,8 @@ from nmt.decoding.rerank import LEXICON_FILE, write_lexicon
 from nmt.errors import DataError
 from nmt.io import atomic_write_json
 from nmt.layout import RAW, TOKENIZED
+from nmt.neighbours import joined, neighbour_codes, neighbour_index
+from nmt.retrieval import RetrievalBaseline
 from nmt.tokenizer import BYTE_OFFSET, FIRST_CL100K_ID, PLACEHOLDER_TOKENS, Tokenizer
 
 CHUNK_PAIRS = 8192  # pairs masked and encoded at a time: the stage's memory does not grow past it
@@ -142,16 +150,17 @@ def tokenize_dataset(raw_dir: Path, out_dir: Path, cfg: TokenizeConfig, chunk_pa
 
 
 def _masked(rows: Iterable[dict], cfg: TokenizeConfig, common: frozenset[str] | None,
-            mask_stats: _MaskStats | None = None) -> Iterator[tuple[str, str, list[str]]]:
-    """(description, code, literals) of each pair: masked with string placeholders on, else as is."""
+            mask_stats: _MaskStats | None = None) -> Iterator[tuple[str, str, list[str], str]]:
+    """(description, code, literals, raw description) of each pair: masked with string placeholders
+    on, else as is."""
     for r in rows:
         if not cfg.string_placeholders:
-            yield r["nl"], r["code"], []
+            yield r["nl"], r["code"], [], r["nl"]
             continue
         nl, code, literals = placeholders.mask_pair(r["nl"], r["code"], cfg.name_placeholders, common)
         if mask_stats is not None:
             mask_stats.add(r["nl"], r["code"], literals)
-        yield nl, code, literals
+        yield nl, code, literals, r["nl"]
 
 
 def _tokenize_into(files: dict[str, Path], out_dir: Path, cfg: TokenizeConfig, chunk_pairs: int) -> dict:
@@ -163,14 +172,14 @@ def _tokenize_into(files: dict[str, Path], out_dir: Path, cfg: TokenizeConfig, c
 
     def training_texts() -> Iterator[str]:
         nonlocal n_train
-        for nl, code, _ in _masked(iter_jsonl(files["train"]), cfg, common):
+        for nl, code, _, _ in _masked(iter_jsonl(files["train"]), cfg, common):
             n_train += 1
             yield nl
             yield code
 
     tok = Tokenizer.build(training_texts(), cfg.min_freq, cfg.max_vocab, cfg.string_placeholders,
                           cfg.name_placeholders, common, PLACEHOLDER_TOKENS if cfg.placeholder_tokens else 0,
-                          batch=2 * chunk_pairs)
+                          batch=2 * chunk_pairs, neighbour_code=cfg.neighbour_code)
     if not n_train:
         raise DataError(f"{files['train']}: no pairs to build the vocabulary from; re-run the download stage")
     tok.save(out_dir / "vocab.json")
@@ -184,27 +193,52 @@ def _tokenize_into(files: dict[str, Path], out_dir: Path, cfg: TokenizeConfig, c
         "splits": {},
     }
     literals = LiteralsWriter(out_dir / LITERALS_FILE) if cfg.string_placeholders else None
+    index = (neighbour_index([(r["nl"], r["code"]) for r in iter_jsonl(files["train"])])
+             if cfg.neighbour_code else None)
     for split in SPLITS:
         stats["splits"][split] = _encode_split(files[split], out_dir / f"{split}.safetensors", tok, cfg, common,
-                                               literals, split, chunk_pairs)
+                                               literals, split, chunk_pairs, index)
     if literals is not None:
         literals.close()
     atomic_write_json(out_dir / "stats.json", stats)
     return stats
 
 
+def _with_neighbours(src: tuple[np.ndarray, np.ndarray], tok: Tokenizer, cfg: TokenizeConfig,
+                     common: frozenset[str] | None, index: RetrievalBaseline, raw_nls: tuple[str, ...],
+                     lits: tuple[list[str], ...], exclude: range | None) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's encoded descriptions ``src`` (ids, offsets) completed with their neighbours' code
+    (:mod:`nmt.neighbours`), as (ids, offsets) again. A pair whose masking found no literals (or was
+    skipped, :func:`nmt.placeholders.mask_pair`) gets its neighbour's code unmasked."""
+    masked = [placeholders.mask_description(nl, cfg.name_placeholders, common) if found else None
+              for nl, found in zip(raw_nls, lits)]
+    neighbours = tok.encode_batch(neighbour_codes(index, raw_nls, masked, exclude))
+    ids, offsets = src
+    rows = [joined(ids[offsets[i]:offsets[i + 1]].tolist(), code, tok.eos_id) for i, code in enumerate(neighbours)]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+    return flat, np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+
+
 def _encode_split(raw: Path, path: Path, tok: Tokenizer, cfg: TokenizeConfig, common: frozenset[str] | None,
-                  literals: LiteralsWriter | None, split: str, chunk_pairs: int) -> dict:
-    """Encode one split chunk by chunk into ``path``; its statistics."""
+                  literals: LiteralsWriter | None, split: str, chunk_pairs: int,
+                  index: RetrievalBaseline | None = None) -> dict:
+    """Encode one split chunk by chunk into ``path``; its statistics. With ``index``
+    (tokenize.neighbour_code), each source is completed with its nearest training pair's code."""
     writer = SplitWriter(path, tok.vocab_size, path.parent)
     src_stats, tgt_stats, mask_stats = _SideStats(), _SideStats(), _MaskStats()
     if literals is not None:
         literals.start(split)
     try:
         pairs = _masked(iter_jsonl(raw), cfg, common, mask_stats)
+        start = 0  # the chunk's first pair: in train, the index's own entry for it
         while chunk := list(itertools.islice(pairs, chunk_pairs)):
-            nls, codes, lits = zip(*chunk)
+            nls, codes, lits, raw_nls = zip(*chunk)
             src, tgt = tok.encode_arrays(nls), tok.encode_arrays(codes)
+            if index is not None:
+                src = _with_neighbours(src, tok, cfg, common, index, raw_nls, lits,
+                                       range(start, start + len(chunk)) if split == "train" else None)
+            start += len(chunk)
             writer.append(src, tgt)
             src_stats.add(*src)
             tgt_stats.add(*tgt)

@@ -151,6 +151,8 @@ class Trainer:
         self.train_split = TokenizedSplit.load(data / "train.safetensors", self.tok.vocab_size)
         dev_split = TokenizedSplit.load(data / "dev.safetensors", self.tok.vocab_size)
         if self.reverse:
+            if self.tok.neighbour_code:  # code -> the description alone, not its neighbour's code
+                self.train_split, dev_split = (s.sources_cut_at(self.tok.eos_id) for s in (self.train_split, dev_split))
             self.train_split, dev_split = self.train_split.swapped(), dev_split.swapped()
         literals = load_literals(data, "dev", len(dev_split)) if self.tok.string_placeholders else None
         # The reverse model's targets are descriptions, whatever the code's language.
