@@ -76,12 +76,14 @@ class Weights:
 
 
 def hypotheses(model_dir: Path, data: Path, beam_size: int,
-               members: list[tuple[Path, Path]] | None = None, match: str = "tokens") -> list[list[dict]]:
+               members: list[tuple[Path, Path]] | None = None, match: str = "tokens",
+               translator: Translator | None = None) -> list[list[dict]]:
     """Per pair: each hypothesis's text, score, validity, penalties, reconstruction score (0 without a
     reverse model) and whether it is right by ``match`` (:data:`MATCHES`); the beam's best score
-    first. ``members``: checkpoints (weights, config) that decode together with the model (an ensemble)."""
+    first. ``members``: checkpoints (weights, config) that decode together with the model (an ensemble).
+    ``translator``: ``model_dir`` already loaded (its model and defaults are changed here)."""
     right = MATCHES[match]
-    translator = Translator.from_pretrained(model_dir, device="cpu")
+    translator = translator or Translator.from_pretrained(model_dir, device="cpu")
     translator.model = with_members(translator.model, members or [], translator.tokenizer.placeholder_ids)
     if translator.lexicon is None:
         raise SystemExit(f"{model_dir}: no lexicon.json; re-export the model with the export stage")
@@ -258,9 +260,9 @@ def main(argv: list[str] | None = None) -> None:
             pairs, _ = load_pairs(args.model_dir, args.pairs)
         except DataError as e:
             raise SystemExit(f"--neighbour: {e}") from None
-    table = hypotheses(args.model_dir, args.data, args.beam_size, members, args.match)
     translator = Translator.from_pretrained(args.model_dir, device="cpu")
-    own = translator.defaults.weights
+    own = translator.defaults.weights  # before hypotheses() turns the reconstruction score on
+    table = hypotheses(args.model_dir, args.data, args.beam_size, members, args.match, translator)
     reverse = any(h["reconstruction"] for hyps in table for h in hyps)
     lexical = [LexicalWeights(*w) for w in itertools.product(*GRID.values()) if reverse or not w[3]]
     arrays = as_arrays(table)

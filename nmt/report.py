@@ -240,10 +240,11 @@ def _section_settings(command: list[str], section: str) -> dict:
 
 
 def django_levers(root: Path) -> str:
-    """Each lever run at a proxy budget (``results/lever-django-NAME.json``: the result file of
-    ``python -m nmt.recipes django --run -S ...`` with the lever's settings, renamed) beside the
-    recipe's own run at the same steps. The schedule depends on the step only (inverse square
-    root), so a shorter run is the start of a longer one and the steps compare one for one.
+    """Each lever run (``results/lever-django-NAME.json``: the result file of ``python -m nmt.recipes
+    django --run -S ...`` with the lever's settings, renamed) beside the recipe's own run at the same
+    steps. With the recipe's cosine schedule the two follow the same learning rate step for step
+    only when the lever keeps ``train.max_steps``; a lever that changes it runs another schedule, so
+    its figures compare at the same steps but not at the same point of the schedule.
 
     The recipe's run is the newest ``results/django-<date>.json``, or the file a lever names as its
     ``baseline`` (a lever the recipe has since adopted keeps the run it was measured against)."""
