@@ -28,6 +28,12 @@ H200 the recipes' steps took 0.36 s where a fixed-shape step of the same model t
 
     python -m benchmarks.recipe_speed --device cuda --out /tmp/recipes.json
     python -m benchmarks.recipe_speed --device cuda --recipes django --sdpa no-cudnn
+
+``--set KEY=VALUE`` changes a setting of every recipe measured, as ``-S`` changes a lever run's: two
+runs on one machine, with and without a lever, give the lever's cost in training speed where a
+comparison of two result files would compare two machines.
+
+    python -m benchmarks.recipe_speed --device cpu --recipes django --set tokenize.neighbour_code=true
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.common import describe_device, synchronize, versions
+from benchmarks.sweep import parse_overrides
 from benchmarks.train_step import django_like_split
 from nmt.config import DEFAULT_PARAMS, Params
 from nmt.data.tokenized import TokenizedSplit
@@ -54,7 +61,7 @@ from nmt.flops import measure_peak_flops, peak_timing
 from nmt.io import atomic_write_json
 from nmt.model import Transformer
 from nmt.params import load_params
-from nmt.recipes import RECIPES, load_recipe, recipe_params
+from nmt.recipes import RECIPES, load_recipe, merge, recipe_params
 from nmt.stages.download import prepare_data
 from nmt.stages.tokenize import tokenize_dataset
 from nmt.tokenizer import Tokenizer
@@ -67,11 +74,15 @@ DATA_MODES = ("auto", "real", "synthetic")
 SDPA_CHOICES = ("any", "no-cudnn")
 
 
-def recipe_of(name: str, root: Path = Path(".")) -> Params:
-    """The parameters a recipe trains with: params.yaml (``default``), or params.yaml with the recipe's keys."""
-    if name == "default":
+def recipe_of(name: str, root: Path = Path("."), overrides: dict | None = None) -> Params:
+    """The parameters a recipe trains with: params.yaml (``default``), or params.yaml with the recipe's
+    keys; then ``overrides`` (nested, :func:`benchmarks.sweep.parse_overrides`), validated with them."""
+    if name == "default" and not overrides:
         return load_params(root / DEFAULT_PARAMS)
-    return recipe_params(load_recipe(name, root), root / DEFAULT_PARAMS, str(root / RECIPES / f"{name}.yaml"))
+    recipe = {} if name == "default" else load_recipe(name, root)
+    source = str(root / (DEFAULT_PARAMS if name == "default" else RECIPES / f"{name}.yaml"))
+    return recipe_params(merge(recipe, overrides or {}), root / DEFAULT_PARAMS,
+                         source + (" with --set" if overrides else ""))
 
 
 def cl100k_loads() -> str | None:
@@ -138,13 +149,15 @@ def _median_ms(seconds: list[float]) -> float | None:
 
 
 def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, data: str = "auto",
-                   peaks: dict | None = None, pin: bool = True, sdpa: str = "any") -> dict:
+                   peaks: dict | None = None, pin: bool = True, sdpa: str = "any",
+                   overrides: dict | None = None) -> dict:
     """One recipe's tokens/s and MFU over ``steps`` timed steps (module docstring).
 
     ``pin``: batches go through page-locked memory on their way to a GPU, as the train stage's do;
     ``sdpa``: :func:`attention_backends`. Both are there to find where a GPU step's time goes.
+    ``overrides``: settings over the recipe's (``--set``).
     """
-    params = recipe_of(name)
+    params = recipe_of(name, overrides=overrides)
     torch.manual_seed(params.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"recipe-{name}-") as tmp:
@@ -199,12 +212,13 @@ def progress(name: str, message: str) -> None:
 
 
 def run(device: torch.device, names: list[str], warmup: int, steps: int, data: str = "auto",
-        out: Path | None = None, pin: bool = True, sdpa: str = "any") -> dict:
+        out: Path | None = None, pin: bool = True, sdpa: str = "any", overrides: dict | None = None) -> dict:
     """Each recipe in turn; with ``out``, the results so far are written there after each recipe."""
     started, peaks = time.perf_counter(), {}
-    results: dict = {"recipes": {}, "device": describe_device(device), "versions": versions()}
+    results: dict = {"recipes": {}, "device": describe_device(device), "versions": versions(),
+                     **({"overrides": overrides} if overrides else {})}
     for name in names:
-        results["recipes"][name] = measure_recipe(name, device, warmup, steps, data, peaks, pin, sdpa)
+        results["recipes"][name] = measure_recipe(name, device, warmup, steps, data, peaks, pin, sdpa, overrides)
         results["seconds"] = round(time.perf_counter() - started, 1)
         if out is not None:
             atomic_write_json(out, results)
@@ -223,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="copy batches to the GPU from pageable memory (the train stage pins them)")
     ap.add_argument("--sdpa", choices=SDPA_CHOICES, default="any",
                     help="attention kernels: torch's choice, or without cuDNN attention (a plan per shape)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="settings over every recipe measured, as `dvc exp run -S` sets them (module docstring)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file to write (default: print only)")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.steps < 1:
@@ -231,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda, but torch sees no CUDA device here (use --device cpu)")
     try:
-        results = run(device, args.recipes, args.warmup, args.steps, args.data, args.out, not args.no_pin, args.sdpa)
+        results = run(device, args.recipes, args.warmup, args.steps, args.data, args.out, not args.no_pin, args.sdpa,
+                      parse_overrides(args.set))
     except (ConfigError, DataError) as e:  # an unknown or invalid recipe: named, exit 2
         fail(str(e), e.exit_code)
     print(json.dumps(results, indent=2))

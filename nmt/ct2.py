@@ -25,6 +25,8 @@ layer for layer (the greedy outputs are token-identical; tests/test_ctranslate2.
 CTranslate2 reads tokens as strings: the vocabulary is each id written in decimal (``"0"`` ..
 ``"V-1"``), so token ids go in as ``str(id)`` and come back through ``int``. Our sources end in
 EOS (``nmt.batching.source_ids``), which the caller passes; decoding starts from BOS and stops at EOS.
+A model trained with ``tokenize.neighbour_code`` reads the description, EOS, then its nearest training
+pair's code: the caller passes those joined ids, as ``Translator`` builds them (``_sources``).
 
 What CTranslate2 cannot express, so :func:`check_convertible` refuses it (``UnsupportedModelError``):
 

@@ -247,7 +247,11 @@ def django_levers(root: Path) -> str:
     its figures compare at the same steps but not at the same point of the schedule.
 
     The recipe's run is the newest ``results/django-<date>.json``, or the file a lever names as its
-    ``baseline`` (a lever the recipe has since adopted keeps the run it was measured against)."""
+    ``baseline`` (a lever the recipe has since adopted keeps the run it was measured against).
+
+    A lever file may also hold ``speed`` (both runs' training tok/s measured on one machine by
+    ``benchmarks.recipe_speed``, when the two runs ran on different machines) and ``stopped``
+    (``at_step``, ``of_steps``, ``why``: a run stopped before its end, its curve ending there)."""
     recipe = _recipe(root, "django")
     paths = sorted(root.glob("results/lever-django-*.json"))
     if recipe is None or not paths:
@@ -259,9 +263,12 @@ def django_levers(root: Path) -> str:
         baseline = read_json(root / lever["baseline"]) if "baseline" in lever else recipe
         base, base_train = {r["step"]: r for r in baseline["curve"]}, baseline["metrics"]["train"]
         settings = ", ".join(f"`{s}`" for s in _settings(lever["command"]) if s not in _settings(baseline["command"]))
-        train = lever["metrics"]["train"]
-        rows.append([settings, "training tok/s", f"{base_train['train_tokens_per_s']:,} (commit {baseline['commit'][:7]})",
-                     f"{train['train_tokens_per_s']:,} ({_x(train['train_tokens_per_s'] / base_train['train_tokens_per_s'])})"])
+        rows.append([settings, *_lever_speed(lever, baseline, base_train)])
+        if "stopped" in lever:
+            stop = lever["stopped"]
+            ran = baseline.get("run", {}).get("train", {}).get("steps")
+            rows.append(["", "stopped", f"ran to step {ran:,}" if ran else "–",
+                         f"at step {stop['at_step']:,} of {stop['of_steps']:,}: {stop['why']}"])
         for r in lever["curve"]:
             b = base.get(r["step"])
             if b is not None:
@@ -270,6 +277,18 @@ def django_levers(root: Path) -> str:
                              f"{r['dev_exact_match']:.1f} / {r['dev_loss']:.3f} / {r['dev_bleu']:.1f}"])
     return (_table(["lever (settings over the recipe's run)", "measured", "the recipe's run", "with the lever"], rows)
             + "\nDev is the selection split, decoded greedily during training.\n")
+
+
+def _lever_speed(lever: dict, baseline: dict, base_train: dict) -> list[str]:
+    """The training tok/s row of a lever: both runs' own figures, or the one-machine ``speed``."""
+    if "speed" in lever:
+        speed = lever["speed"]
+        return ["training tok/s on one machine (`benchmarks.recipe_speed`)",
+                f"{speed['recipe_tok_s']:,} ({speed['machine']})",
+                f"{speed['lever_tok_s']:,} ({_x(speed['lever_tok_s'] / speed['recipe_tok_s'])})"]
+    train = lever["metrics"]["train"]
+    return ["training tok/s", f"{base_train['train_tokens_per_s']:,} (commit {baseline['commit'][:7]})",
+            f"{train['train_tokens_per_s']:,} ({_x(train['train_tokens_per_s'] / base_train['train_tokens_per_s'])})"]
 
 
 def django_errors(root: Path) -> str:

@@ -20,7 +20,7 @@ from benchmarks import gpu_results, recipe_speed, transformer_base
 from benchmarks.__main__ import PARTS
 from benchmarks.__main__ import main as bench_main
 from nmt import report
-from nmt.errors import DataError
+from nmt.errors import ConfigError, DataError
 from nmt.flops import train_step_flops
 
 from .conftest import REPO
@@ -95,6 +95,23 @@ def test_each_recipe_is_params_yaml_with_the_recipes_keys():
     assert recipe.model.dropout == django["model"]["dropout"] and recipe.model.d_model == params["model"]["d_model"]
     assert default.train.precision == params["train"]["precision"]  # a key the recipe leaves keeps params.yaml's
     assert recipe.train.precision == django["train"]["precision"] == "bf16"
+
+
+def test_set_changes_a_setting_over_the_recipe_and_an_unknown_key_is_named():
+    lever = recipe_speed.recipe_of("django", REPO, {"tokenize": {"neighbour_code": True}})
+    recipe = recipe_speed.recipe_of("django", REPO)
+    assert lever.tokenize.neighbour_code and not recipe.tokenize.neighbour_code
+    assert lever.model == recipe.model and lever.train == recipe.train  # the rest is the recipe's
+    assert recipe_speed.recipe_of("default", REPO, {"train": {"lr": 0.01}}).train.lr == 0.01
+    with pytest.raises(ConfigError, match="tokenize.neighbour_cod"):
+        recipe_speed.recipe_of("django", REPO, {"tokenize": {"neighbour_cod": True}})
+
+
+def test_an_unknown_set_key_exits_2_naming_it(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as e:
+        recipe_speed.main(["--device", "cpu", "--recipes", "django", "--set", "model.d_modle=64"])
+    assert e.value.code == 2 and "model.d_modle" in capsys.readouterr().err
 
 
 def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
