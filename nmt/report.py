@@ -232,6 +232,17 @@ def _settings(command: list[str]) -> list[str]:
     return [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-S"]
 
 
+def _lever_settings(lever: list[str], baseline: list[str], root: Path) -> list[str]:
+    """The lever command's ``-S`` settings that change what the baseline's command ran. The baseline
+    ran params.yaml's value for a key its command does not set, so a lever setting that value (a
+    key the recipe has listed since) changes nothing."""
+    params = root / "params.yaml"
+    ran = [*(_settings(set_args(yaml.safe_load(params.read_text(encoding="utf-8")))) if params.is_file() else []),
+           *_settings(baseline)]
+    ran_values = dict(setting.split("=", 1) for setting in ran)  # the last setting of a key wins, as in DVC
+    return [s for s in _settings(lever) if ran_values.get(s.split("=", 1)[0]) != s.split("=", 1)[1]]
+
+
 def _section_settings(command: list[str], section: str) -> dict:
     """The ``-S section.key=value`` settings of a command line as {key: value}, the last one of a
     key winning as it does for DVC (values in the YAML form Hydra's override grammar shares)."""
@@ -262,7 +273,7 @@ def django_levers(root: Path) -> str:
         lever = read_json(path)
         baseline = read_json(root / lever["baseline"]) if "baseline" in lever else recipe
         base, base_train = {r["step"]: r for r in baseline["curve"]}, baseline["metrics"]["train"]
-        settings = ", ".join(f"`{s}`" for s in _settings(lever["command"]) if s not in _settings(baseline["command"]))
+        settings = ", ".join(f"`{s}`" for s in _lever_settings(lever["command"], baseline["command"], root))
         rows.append([settings, *_lever_speed(lever, baseline, base_train)])
         if "stopped" in lever:
             stop = lever["stopped"]

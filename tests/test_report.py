@@ -165,15 +165,18 @@ def test_a_stopped_lever_run_says_where_and_compares_speed_on_one_machine(tmp_pa
     recipe["command"] = command("django", recipe["overrides"])
     (tmp_path / "results/django-2026-01-01.json").write_text(json.dumps(recipe))
     lever = json.loads(json.dumps(recipe))
-    lever["command"] += ["-S", "tokenize.neighbour_code=true"]
+    lever["command"] += ["-S", "tokenize.neighbour_code=true", "-S", "seed=7"]
     lever["curve"] = recipe["curve"][:3]
     lever["metrics"] = {}  # a stopped run wrote no metrics files
     lever["speed"] = {"machine": "Some CPU", "recipe_tok_s": 2000, "lever_tok_s": 1500}
     lever["stopped"] = {"at_step": 3000, "of_steps": 12000, "why": "behind at every step"}
     (tmp_path / "results/lever-django-neighbour.json").write_text(json.dumps(lever))
     table = report.django_levers(tmp_path)
-    assert ("| `tokenize.neighbour_code=true` | training tok/s on one machine (`benchmarks.recipe_speed`) "
+    assert ("| `tokenize.neighbour_code=true`, `seed=7` | training tok/s on one machine (`benchmarks.recipe_speed`) "
             "| 2,000 (Some CPU) | 1,500 (**0.75×**) |") in table
+    # a setting the baseline ran as params.yaml's value, listed by the lever's command only, changes nothing
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "tokenize": {"neighbour_code": False}}))
+    assert "| `tokenize.neighbour_code=true` | training tok/s on one machine" in report.django_levers(tmp_path)
     ran = recipe["run"]["train"]["steps"]
     assert f"| stopped | ran to step {ran:,} | at step 3,000 of 12,000: behind at every step |" in table
     assert "step 3,000:" in table and "step 4,000" not in table
