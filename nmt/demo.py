@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmt.data.pairs import read_pair_file
 from nmt.decoding.rerank import WORD, words
 from nmt.decoding.translator import Translator
 from nmt.errors import DataError, ModelFileError, fail
 from nmt.layout import RAW
 from nmt.placeholders import description_spans, mask_description
-from nmt.retrieval import PAIRS_FILE, RetrievalBaseline, read_pairs
+from nmt.retrieval import PAIRS_FILE, RetrievalBaseline
 
 PLACEHOLDER = "placeholder copied"  # masked as _STR:i_ / _ID:i_, and the best line holds it
 IN_OUTPUT = "word in output"  # any other description word the best line holds (pointer or generated)
@@ -105,7 +106,7 @@ def load_pairs(model_dir: Path, pairs_file: Path | None) -> tuple[list[tuple[str
                         f"{DEFAULT_PAIRS} here: re-export the model (dvc repro export) or pass --pairs TRAIN.jsonl")
     if not path.is_file():
         raise DataError(f"{path}: no such file (--pairs: the training pairs, JSON lines with 'nl' and 'code')")
-    rows = read_pairs(path)
+    rows = read_pair_file(path)
     return rows, path
 
 

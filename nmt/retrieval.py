@@ -21,12 +21,8 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
-
-from nmt.data.pairs import parse_jsonl
-from nmt.errors import DataError
 
 _WORD = re.compile(r"[^\W_]+")
 # The training pairs the baseline searches, as an exported model directory carries them (the export
@@ -37,23 +33,6 @@ PAIRS_FILE = "retrieval.jsonl.gz"
 def terms(text: str) -> list[str]:
     """Lowercase letter/digit runs of ``text``."""
     return _WORD.findall(text.lower())
-
-
-def read_pairs(path: Path) -> list[tuple[str, str]]:
-    """The (description, code) pairs of JSON lines ``path``, gzipped (:data:`PAIRS_FILE`) or not.
-    Raises DataError naming the file and what is wrong with it."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (the training pairs, JSON lines with 'nl' and 'code')")
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: not a gzip file ({e}); re-export the model") from e
-    rows = [(row["nl"], row["code"]) for _, row in parse_jsonl(data.split(b"\n"), str(path), ("nl", "code"))]
-    if not rows:
-        raise DataError(f"{path}: no pairs; retrieval needs at least one training pair")
-    return rows
 
 
 def pairs_bytes(pairs: Iterable[tuple[str, str]]) -> bytes:

@@ -11,13 +11,14 @@ import torch
 
 from nmt.checkpoint import save_model
 from nmt.config import ModelConfig
+from nmt.data.pairs import read_pair_file
 from nmt.data.tokenized import TokenizedSplit
 from nmt.decoding.translator import Translator
 from nmt.errors import DataError, ModelFileError
 from nmt.model import Transformer
 from nmt.neighbours import code_for, description_ids, joined, neighbour_codes, neighbour_index
 from nmt.placeholders import mask_description
-from nmt.retrieval import PAIRS_FILE, read_pairs
+from nmt.retrieval import PAIRS_FILE
 from nmt.stages.tokenize import tokenize_dataset
 from nmt.tokenizer import Tokenizer
 
@@ -137,12 +138,12 @@ def test_a_model_that_reads_neighbours_refuses_to_load_without_the_training_pair
 
 def test_reading_pairs_names_the_file_and_the_problem(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        read_pairs(tmp_path / "missing.jsonl")
+        read_pair_file(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl.gz"
     bad.write_bytes(b"not gzip")
     with pytest.raises(DataError, match="not a gzip file"):
-        read_pairs(bad)
-    assert read_pairs(write_jsonl(tmp_path / "ok.jsonl", TRAIN[:2])) == [(r["nl"], r["code"]) for r in TRAIN[:2]]
+        read_pair_file(bad)
+    assert read_pair_file(write_jsonl(tmp_path / "ok.jsonl", TRAIN[:2])) == [(r["nl"], r["code"]) for r in TRAIN[:2]]
 
 
 def test_the_tokenizer_file_records_neighbour_code_and_rejects_a_non_boolean(tmp_path):

@@ -12,14 +12,16 @@ Two policies use the checks:
   download stage. Bad lines are counted in a :class:`LineReport`: one stray line should not sink a
   100,000-line file, but :func:`nmt.stages.download.prepare_data` stops when they are more than
   ``data.max_bad_fraction``.
-- *stop at the first* (:func:`read_jsonl`, :func:`iter_jsonl`, :func:`parse_jsonl`): the files the
-  download stage wrote (already clean), the CLI's ``--data`` and ``--jsonl`` inputs. A bad line is a
+- *stop at the first* (:func:`read_jsonl`, :func:`iter_jsonl`, :func:`parse_jsonl`,
+  :func:`read_pair_file`): the files the download stage wrote (already clean), the CLI's ``--data``
+  and ``--jsonl`` inputs, an export's retrieval pairs. A bad line is a
   :class:`DataError` as ``source:line: reason``. These keep the whole object (extra keys too) and
   check only the ``required`` keys: an empty description is still something to translate.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import Counter
@@ -198,6 +200,24 @@ def iter_jsonl(path: str | os.PathLike, required: tuple[str, ...] = PAIR_KEYS) -
                 yield row
 
     return rows()
+
+
+def read_pair_file(path: Path) -> list[tuple[str, str]]:
+    """The (description, code) pairs of JSON lines ``path``, gzipped (an export's
+    ``nmt.retrieval.PAIRS_FILE``) or not, every line checked: unlike :func:`read_pairs` (a source's
+    files, bad lines counted and skipped), a bad line raises DataError naming the file and line."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (the training pairs, JSON lines with 'nl' and 'code')")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a gzip file ({e}); re-export the model") from e
+    rows = [(row["nl"], row["code"]) for _, row in parse_jsonl(data.split(b"\n"), str(path), ("nl", "code"))]
+    if not rows:
+        raise DataError(f"{path}: no pairs; retrieval needs at least one training pair")
+    return rows
 
 
 def parse_jsonl(lines: Iterable[bytes], source: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:

@@ -27,11 +27,12 @@ import torch
 from nmt.batching import pad, source_ids
 from nmt.checkpoint import load_model
 from nmt.config import EvaluateConfig
+from nmt.data.pairs import read_pair_file
 from nmt.decoding.grammar import PythonLineConstraint, significant_tokens
-from nmt.decoding.reconstruction import reconstruction_scores
-from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
 from nmt.decoding.quantize import check_quantize
 from nmt.decoding.quantize import quantize as quantize_model
+from nmt.decoding.reconstruction import reconstruction_scores
+from nmt.decoding.rerank import LEXICON_FILE, Lexicon, rerank_order
 from nmt.decoding.search import Hypothesis, decode
 from nmt.decoding.settings import DecodeSettings
 from nmt.device import resolve_device
@@ -39,7 +40,7 @@ from nmt.errors import InputTooLongError, ModelFileError
 from nmt.model import Transformer
 from nmt.neighbours import joined, neighbour_codes, neighbour_index
 from nmt.placeholders import Masked, add_described_prefixes, mask_description, restore
-from nmt.retrieval import PAIRS_FILE, RetrievalBaseline, read_pairs
+from nmt.retrieval import PAIRS_FILE, RetrievalBaseline
 from nmt.tokenizer import Tokenizer
 
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # and LEXICON_FILE where written
@@ -110,7 +111,7 @@ class Translator:
         model, cfg = load_model(Path(weights), Path(config), resolve_device(device))
         reverse_model = None if reverse is None else load_model(*map(Path, reverse), resolve_device(device))[0]
         tok = Tokenizer.load(Path(tokenizer))
-        index = neighbour_index(read_pairs(Path(pairs))) if tok.neighbour_code and pairs is not None else None
+        index = neighbour_index(read_pair_file(Path(pairs))) if tok.neighbour_code and pairs is not None else None
         return cls(model, tok, cfg["bos_id"], cfg["eos_id"], cfg.get("decoding"),
                    None if lexicon is None else Lexicon.load(lexicon), reverse_model, quantize, index)
 
