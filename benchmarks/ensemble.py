@@ -1,9 +1,9 @@
 """Several models decoding as one: the mean of their next-token probabilities (issue 24's ensemble lever).
 
 :class:`Ensemble` has the decoding interface beam search uses (:func:`nmt.decoding.search.decode`:
-``encode``, ``new_cache``, ``decode_step``, ``select_cache``, ``reorder_hypotheses``), so a
-:class:`~nmt.decoding.translator.Translator` decodes with it as with one model: its n-best is the
-ensemble's. ``python -m benchmarks.rerank_weights MODEL_DIR DATA --ensemble W.safetensors:W.json``
+``encode``, ``new_cache``, ``decode_step``, ``select_cache``, ``reorder_hypotheses``,
+``drop_sources``), so a :class:`~nmt.decoding.translator.Translator` decodes with it as with one
+model: its n-best is the ensemble's. ``python -m benchmarks.rerank_weights MODEL_DIR DATA --ensemble W.safetensors:W.json``
 measures what it is worth: the n-best's ceiling and the reranked exact match, against the model alone.
 
 The members must share the tokenizer (the same ids); they may differ in width and depth. Each
@@ -74,6 +74,7 @@ class Ensemble(nn.Module):
 
     select_cache = staticmethod(Transformer.select_cache)
     reorder_hypotheses = staticmethod(Transformer.reorder_hypotheses)
+    drop_sources = staticmethod(Transformer.drop_sources)
 
 
 def parse_member(spec: str) -> tuple[Path, Path]:

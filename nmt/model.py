@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from nmt.config import ModelConfig
 
+
 class KVCache:
     """Self-attention's keys and values of the tokens decoded so far, one row per hypothesis.
 
@@ -84,31 +85,43 @@ class KVCache:
             out.append(picked)
         return KVCache(*out, self.length)
 
-    def reorder_(self, index: torch.Tensor) -> None:
-        """Make row i hold what row ``index[i]`` held, in place (``index`` keeps the row count).
+    def take_(self, index: torch.Tensor) -> None:
+        """Make row i hold what row ``index[i]`` held, in place, keeping ``index.numel()`` rows.
 
-        Beam search's reorder: from one step to the next most hypotheses extend their own beam
-        (about 9 rows in 10 past the first steps, benchmarks.vs_ctranslate2's beam 4), so only the
-        rows that change are copied, where :meth:`select` rewrites every row of the history into a
-        fresh buffer; on a CPU that copy is memory-bound and was 13-18 % of a beam search. When
-        most rows change, copying them all once is cheaper than gathering then scattering.
+        Beam search's two moves, without :meth:`select`'s copy of every row's history into a
+        fresh buffer (memory-bound on a CPU: 13-18 % of a beam search; with sources leaving the
+        batch at beam 8, a quarter of the default model's decode):
+
+        - the reorder (as many rows as before): from one step to the next most hypotheses extend
+          their own beam (about 9 rows in 10 past the first steps, benchmarks.vs_ctranslate2's
+          beam 4), so only the rows that change are copied;
+        - dropping finished sources (fewer rows): the search fills their rows with the batch's
+          last live ones (:func:`nmt.decoding.search.swap_remove_order`), so only those move, and
+          the buffer is narrowed to the rows kept (a view).
+
+        When most rows change, copying them all once is cheaper than gathering then scattering.
         """
         if self.k is None:
             return
-        if index.numel() != self.k.size(1):
-            raise ValueError(f"reorder_ keeps the {self.k.size(1)} rows; got an index of {index.numel()}: use select")
-        changed = (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)  # (c,)
-        if changed.numel() == 0:
-            return
-        if 2 * changed.numel() > index.numel():
+        if index.numel() > self.k.size(1):
+            raise ValueError(f"take_ keeps at most the cache's {self.k.size(1)} rows; got an index of "
+                             f"{index.numel()}: use select")
+        n = index.numel()
+        changed = (index != torch.arange(n, device=index.device)).nonzero().squeeze(1)  # (c,)
+        if 2 * changed.numel() > n:
             moved = self.select(index)
             self.k, self.v = moved.k, moved.v
             return
-        sources = index[changed]  # (c,)
-        for t in (self.k, self.v):
-            filled = t[: self.length]  # (t, N, nh, hs)
-            # index_select copies the moved rows out first, so a row both read and overwritten is read intact
-            filled.index_copy_(1, changed, filled.index_select(1, sources))
+        if changed.numel():
+            sources = index[changed]  # (c,)
+            for t in (self.k, self.v):
+                filled = t[: self.length]  # (t, N, nh, hs)
+                # The right side gathers the moved rows out first, so a row both read and overwritten
+                # is read intact. Indexing, not index_select + index_copy_: once the buffer has been
+                # narrowed to fewer rows it is no longer contiguous, where those two take a path
+                # 2-3x slower.
+                filled[:, changed] = filled[:, sources]
+        self.k, self.v = self.k[:, :n], self.v[:, :n]  # (capacity, n, nh, hs) views: the rows past n leave
 
 
 LayerCache = dict[str, "torch.Tensor | KVCache"]  # "self" (self-attention, grows) and "ck", "cv" (cross, fixed)
@@ -592,13 +605,30 @@ class Transformer(nn.Module):
     def reorder_hypotheses(cache: Cache, index: torch.Tensor) -> Cache:
         """Like :meth:`select_cache` for an ``index`` that only moves rows among the hypotheses of
         each source (beam search's surviving beams), but in place: only the hypotheses' entries
-        move (:meth:`KVCache.reorder_`), the source's (cross-attention keys/values, ids, copy keys)
+        move (:meth:`KVCache.take_`), the source's (cross-attention keys/values, ids, copy keys)
         stay. Returns ``cache``, reordered."""
         for layer in cache:
             for t in layer.values():
                 if isinstance(t, KVCache):
-                    t.reorder_(index)
+                    t.take_(index)
         return cache
+
+    @staticmethod
+    def drop_sources(cache: Cache, index: torch.Tensor, sources: torch.Tensor) -> Cache:
+        """:meth:`select_cache` for rows leaving the batch, with the hypotheses' entries moved in
+        place (:meth:`KVCache.take_`: cheap when ``index`` leaves most rows where they were, as a
+        swap-remove does); the source's entries, a row per source, are selected anew."""
+        out = []
+        for layer in cache:
+            kept: LayerCache = {}
+            for name, t in layer.items():
+                if isinstance(t, KVCache):
+                    t.take_(index)
+                    kept[name] = t
+                else:
+                    kept[name] = t.index_select(0, sources)
+            out.append(kept)
+        return out
 
 
 # --------------------------------------------------------------------------- teacher-forced scoring

@@ -9,10 +9,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nmt.batching import collate, token_budget_batches
 from nmt.config import ModelConfig
-from nmt.decoding.search import beam_search, greedy, length_penalty
+from nmt.decoding.search import beam_search, greedy, length_penalty, stay_in_place, swap_remove_order
 from nmt.model import KVCache, Transformer
 
 V, PAD, BOS, EOS = 40, 0, 1, 2
@@ -118,10 +120,12 @@ def test_decoding_g_hypotheses_over_one_copy_of_a_source_equals_decoding_over_g_
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)  # -inf where the restriction bans
             grouped = model.reorder_hypotheses(grouped, order)
             repeated = model.select_cache(repeated, order)
-        # dropping source 1 (its G rows): hypothesis rows and source rows move separately
-        keep_src = torch.tensor([0, 2, 3, 4])
+        # dropping source 1 (its G rows) as beam search does, the last source filling its place:
+        # hypothesis rows move in place, source rows are selected
+        keep_src = torch.tensor(swap_remove_order([False, True, False, False, False]))
+        assert keep_src.tolist() == [0, 4, 2, 3]
         keep_rows = (keep_src[:, None] * G + torch.arange(G)).view(-1)
-        grouped = model.select_cache(grouped, keep_rows, keep_src)
+        grouped = model.drop_sources(grouped, keep_rows, keep_src)
         repeated = model.select_cache(repeated, keep_rows)
         token = steps[0][keep_rows]
         got = model.decode_step(token, memory[keep_src], b.src_mask[keep_src], grouped)
@@ -222,6 +226,7 @@ class MarkovModel:
 
     select_cache = staticmethod(Transformer.select_cache)
     reorder_hypotheses = staticmethod(Transformer.reorder_hypotheses)
+    drop_sources = staticmethod(Transformer.drop_sources)
 
 
 def best_by_enumeration(table: torch.Tensor, max_len: int, alpha: float) -> tuple[list[int], float]:
@@ -297,20 +302,61 @@ def test_token_budget_batches_respect_the_budget_and_cover_every_example():
 @pytest.mark.parametrize("order", [[1, 0, 2, 3, 4, 5],  # a swap: rows read and overwritten in one reorder
                                    [0, 1, 1, 3, 4, 2],  # a row copied twice, one dropped
                                    [0, 1, 2, 3, 4, 5],  # nothing moves
-                                   [5, 4, 3, 2, 1, 0]])  # most rows move: the select path
-def test_the_kv_cache_reordered_in_place_holds_what_select_gives(order):
+                                   [5, 4, 3, 2, 1, 0],  # most rows move: the select path
+                                   [0, 5, 2, 3],  # rows 1 and 4 leave, the last row fills 1's place
+                                   [0, 1, 2],  # the last rows leave, nothing moves
+                                   [4, 5]])  # most of the rows kept move: the select path
+def test_the_kv_cache_taken_in_place_holds_what_select_gives(order):
     cache, N = KVCache(), 6
     for _ in range(KVCache.INITIAL_CAPACITY + 2):  # past a growth, so the buffer has unfilled steps
         k = torch.randn(N, 2, 1, 4)
         cache.append(k, 2 * k)
     index = torch.tensor(order)
     want = cache.select(index)
-    cache.reorder_(index)
-    assert cache.length == want.length
+    cache.take_(index)
+    assert cache.length == want.length and cache.k.size(1) == len(order)
     torch.testing.assert_close(cache.k[: cache.length], want.k[: want.length], rtol=0, atol=0)
     torch.testing.assert_close(cache.v[: cache.length], want.v[: want.length], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="keeps the 6 rows; got an index of 2: use select"):
-        cache.reorder_(torch.tensor([0, 1]))
+    # the narrowed cache keeps growing: the next steps append to the rows kept, past another doubling
+    steps = [torch.randn(len(order), 2, 1, 4) for _ in range(KVCache.INITIAL_CAPACITY + 1)]
+    for k in steps:
+        got = cache.append(k, 2 * k)
+        expected = want.append(k, 2 * k)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"at most the cache's {len(order)} rows; got an index of 7: use select"):
+        cache.take_(torch.arange(7))
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=40))
+def test_swap_remove_keeps_every_row_that_did_not_end_and_moves_only_the_ones_it_must(ended):
+    order = swap_remove_order(ended)
+    assert sorted(order) == [i for i, e in enumerate(ended) if not e]
+    moved = [i for position, i in enumerate(order) if position != i]
+    assert all(ended[position] for position, i in enumerate(order) if position != i)  # only ended slots refill
+    assert len(moved) == sum(ended[: len(order)])  # one move per ended row among the rows kept
+
+
+@st.composite
+def ranked_beams(draw):
+    """A source's new beams as the scan gives them: best first, a parent each, dead ones (-inf) last."""
+    K = draw(st.integers(1, 8))
+    live = draw(st.integers(0, K))
+    parents = draw(st.lists(st.integers(0, K - 1), min_size=live, max_size=live))
+    logps = sorted(draw(st.lists(st.floats(-50, 0), min_size=live, max_size=live, unique=True)), reverse=True)
+    return parents + [0] * (K - live), list(range(3, 3 + K)), logps + [-math.inf] * (K - live)
+
+
+@given(ranked_beams())
+def test_beams_stay_in_their_parents_rows_so_the_cache_copies_the_fewest_rows(picks):
+    beams, toks, logps = picks
+    out_beams, out_toks, out_logps = stay_in_place(beams, toks, logps)
+    live = [(b, t, lp) for b, t, lp in zip(beams, toks, logps) if lp != -math.inf]
+    assert sorted(x for x in zip(out_beams, out_toks, out_logps) if x[2] != -math.inf) == sorted(live)
+    moved = sum(b != slot for slot, b in enumerate(out_beams))
+    assert moved == len(live) - len({b for b, _, _ in live})  # only a parent's second and later children move
+    for slot, (b, lp) in enumerate(zip(out_beams, out_logps)):
+        if lp == -math.inf:
+            assert b == slot  # a dead row copies nothing
 
 
 def test_decode_step_refuses_to_cache_keys_that_need_gradients():

@@ -80,15 +80,26 @@ def _decode_rows(
             scores[row] += lp
             if tok != eos_id:
                 tokens[row].append(tok)
-        alive = token != eos_id
-        if not alive.all():
-            keep = alive.nonzero().squeeze(1)  # (b',)
-            if keep.numel() == 0:
+        ended = (token == eos_id).tolist()
+        if any(ended):
+            if all(ended):
                 break
+            keep = torch.tensor(swap_remove_order(ended), device=memory.device)  # (b',)
             rows, token = rows[keep], token[keep]
             memory, src_mask = memory[keep], src_mask[keep]
-            cache = model.select_cache(cache, keep)
+            cache = model.drop_sources(cache, keep, keep)
     return [Hypothesis(t, s) for t, s in zip(tokens, scores)]
+
+
+def swap_remove_order(ended: list[bool]) -> list[int]:
+    """The rows to keep when the rows ``ended`` leave the batch, in their new order: each row that
+    ended among the first ``n`` (n: the rows kept) takes the place of a kept row from past ``n``,
+    and every other kept row stays where it was. The cache then moves only those few rows
+    (:meth:`~nmt.model.KVCache.take_`), where keeping the order would move every row after the
+    first to end. ``[F, T, F, F] -> [0, 3, 2]``."""
+    n = ended.count(False)
+    movers = iter(i for i in range(n, len(ended)) if not ended[i])
+    return [next(movers) if ended[i] else i for i in range(n)]
 
 
 def _pick_best(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,10 +342,45 @@ def _scan_source(finished: list[Hypothesis], history: torch.Tensor, i: int, K: i
     return new_beam, new_tok, new_logp, done or last_step or n_live == 0
 
 
+def stay_in_place(beams: list[int], toks: list[int], logps: list[float]) -> tuple[list[int], list[int], list[float]]:
+    """A source's new beams (parent beam, token, log-probability; best first) laid out so that as
+    many as can stay in their parent's row: the best child of each parent takes the parent's slot,
+    the other children the slots left, and a dead beam (-inf) its own slot, parent unchanged.
+
+    The search does not depend on where a beam sits among its source's K rows, but the cache does:
+    a beam whose row holds another parent's history must have it copied (:meth:`~nmt.model.KVCache.take_`).
+    Laid out best first, six rows in ten changed at beam 8 (the ranks shuffle as scores cross);
+    laid out this way only the second and later children of a parent do, the fewest possible.
+    ``([1, 1, 0], [7, 8, 9], [-1, -2, -3]) -> ([0, 1, 1], [9, 7, 8], [-3, -1, -2])``.
+    """
+    K = len(beams)
+    slot_of: list[int | None] = [None] * K  # the pick each slot holds
+    others = []
+    for pick, (beam, lp) in enumerate(zip(beams, logps)):
+        if lp != float("-inf") and slot_of[beam] is None:
+            slot_of[beam] = pick
+        else:
+            others.append(pick)
+    free = iter(slot for slot in range(K) if slot_of[slot] is None)
+    for pick in others:
+        if logps[pick] != float("-inf"):  # dead picks hold no slot: the slots left over are dead
+            slot_of[next(free)] = pick
+    out_beams, out_toks, out_logps = [0] * K, [0] * K, [float("-inf")] * K
+    for slot in range(K):
+        pick = slot_of[slot]
+        if pick is None:  # a dead beam: nothing to copy, the row keeps what it held
+            out_beams[slot] = slot
+        else:
+            out_beams[slot], out_toks[slot], out_logps[slot] = beams[pick], toks[pick], logps[pick]
+    return out_beams, out_toks, out_logps
+
+
 def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bool], K: int, G: int) -> None:
     """Move ``state`` to the new beams, then drop the sources that are done. ``G``: the cache's rows
     per source this step (1 at the first step, then K)."""
     device, b = state.token.device, len(state.sources)
+    if G == K:
+        rows = [stay_in_place(*row[:3]) for row in rows]
     new_beam_t = torch.tensor([r[0] for r in rows], dtype=torch.long, device=device)  # (b, K)
     new_tok_t = torch.tensor([r[1] for r in rows], dtype=torch.long, device=device)  # (b, K)
     # Gather the surviving beams' rows: row i*K + beam of the old batch, a permutation within
@@ -348,12 +394,12 @@ def _advance(model: Transformer, state: _Beams, rows: list[tuple], done: list[bo
     else:  # the first step's one row per source becomes its K beams' rows
         state.cache = model.select_cache(state.cache, (sources * G + new_beam_t).view(-1), sources.view(-1))
     if any(done):  # drop finished sources: every per-row tensor loses their K rows
-        keep_src = torch.tensor([i for i in range(b) if not done[i]], device=device)
+        keep_src = torch.tensor(swap_remove_order(done), device=device)  # (b',): the batch's last fill the gaps
         keep_rows = (keep_src[:, None] * K + torch.arange(K, device=device)).view(-1)
         state.sources = [state.sources[i] for i in keep_src.tolist()]
         state.history, state.token, state.logp = state.history[keep_rows], state.token[keep_rows], state.logp[keep_src]
         state.memory, state.src_mask = state.memory[keep_src], state.src_mask[keep_src]
-        state.cache = model.select_cache(state.cache, keep_rows, keep_src)
+        state.cache = model.drop_sources(state.cache, keep_rows, keep_src)
 
 
 def decode(model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, bos_id: int, eos_id: int,
