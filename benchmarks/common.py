@@ -12,6 +12,8 @@ from contextlib import nullcontext
 
 import torch
 
+from nmt.tracking.provenance import cpu_model
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -62,7 +64,10 @@ def peak_rss_mb() -> float:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    # The model name, not just the architecture: two x86_64 machines differ in their float kernels
+    # and speeds (an AMD EPYC and an Intel Xeon with AMX gave different figures for the same code),
+    # and comparable() must not pool their MFU runs.
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def versions() -> dict[str, str]:
