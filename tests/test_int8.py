@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +113,31 @@ def test_the_int8_benchmark_says_why_it_did_not_run_without_a_model(tmp_path):
     r = int8_decoding(tmp_path / "models/export", tmp_path / "test.jsonl", quick=True)
     assert r == {"int8": f"not run: {tmp_path}/models/export/config.json not found "
                          "(make repro writes it, or pass --model / --data)"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_decode_ab_benchmark_times_two_commits_on_the_same_work(trained_tiny_export, tmp_path):
+    """HEAD against itself, each in its own worktree and worker: the same outputs, both timed."""
+    from benchmarks.decode_ab import compare
+
+    data = write_jsonl(tmp_path / "test.jsonl", synthetic_pairs(12, seed=6))
+    r = compare("HEAD", "HEAD", trained_tiny_export, data, n=12, rounds=2, quantize=["none", "int8"], repo=REPO)
+    for how in ("none", "int8"):
+        assert r[how]["same_outputs"] is True and r[how]["old_s"] > 0 and r[how]["new_s"] > 0
+        assert r[how]["speedup"] == pytest.approx(r[how]["old_s"] / r[how]["new_s"], rel=0.01)
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "decode-ab-" not in worktrees  # removed after the run
+
+
+def test_the_decode_ab_benchmark_names_a_commit_it_cannot_check_out(trained_tiny_export, tmp_path, capsys):
+    from benchmarks.decode_ab import compare
+
+    data = write_jsonl(tmp_path / "test.jsonl", synthetic_pairs(4, seed=6))
+    with pytest.raises(SystemExit) as exit_:
+        compare("HEAD", "no-such-commit", trained_tiny_export, data, n=4, rounds=1, quantize=["none"], repo=REPO)
+    assert exit_.value.code == 2
+    assert "cannot check out 'no-such-commit'" in capsys.readouterr().err
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "decode-ab-" not in worktrees  # the first commit's worktree is removed too
