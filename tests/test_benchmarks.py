@@ -164,6 +164,22 @@ def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert torch.equal(drop.eval()(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_dropout_gives_the_plain_bool_mask_form_bit_for_bit_forward_and_backward(dtype, p):
+    """The float32 path builds its mask in place; it must equal ``x * ((u >= p) * scale)`` exactly,
+    output dtype and gradient included, so a training run does not change."""
+    x = torch.randn(8, 33, 17, dtype=dtype, requires_grad=True)
+    torch.manual_seed(0)
+    got = Dropout(p).train()(x)
+    got.backward(torch.ones_like(got))
+    got_grad, x.grad = x.grad, None
+    torch.manual_seed(0)
+    want = x * ((torch.rand_like(x) >= p) * (1.0 / (1.0 - p)))
+    want.backward(torch.ones_like(want))
+    assert got.dtype == want.dtype and torch.equal(got, want) and torch.equal(got_grad, x.grad)
+
+
 class NoDrop(Dropout):
     """Training with p > 0 (so attend takes its CPU path) but dropping nothing: comparable to SDPA."""
 
