@@ -76,11 +76,12 @@ def _decode_rows(
     token = torch.full((N,), bos_id, dtype=torch.long, device=memory.device)
     for _ in range(max_len):
         token, token_logp = pick(model.decode_step(token, memory, src_mask, cache).float())  # (b,), (b,)
-        for row, tok, lp in zip(rows.tolist(), token.tolist(), token_logp.tolist()):
+        picked = token.tolist()
+        for row, tok, lp in zip(rows.tolist(), picked, token_logp.tolist()):
             scores[row] += lp
             if tok != eos_id:
                 tokens[row].append(tok)
-        ended = (token == eos_id).tolist()
+        ended = [tok == eos_id for tok in picked]
         if any(ended):
             if all(ended):
                 break
