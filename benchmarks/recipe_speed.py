@@ -3,8 +3,9 @@
 Each recipe's parameters are the train stage's: params.yaml for ``default``, params.yaml with
 ``recipes/<name>.yaml``'s keys set for the others (``nmt.recipes``, validated as ``make django``
 validates them). They give the model, ``train.batch_tokens``, ``train.precision`` (``auto``: bf16
-autocast on a GPU, float32 on the CPU), the tokenizer settings and the seed; ``train.compile`` and
-``train.device`` are not read (the device is ``--device``; both recipes leave compile off).
+autocast on a GPU, float32 on the CPU), the tokenizer settings, the seed and ``train.compile`` (the
+step's model through ``torch.compile(dynamic=True)``, as the train stage wraps it; compiling happens
+in the warm-up steps); ``train.device`` is not read (the device is ``--device``).
 
 Data (``--data``): ``real`` runs the pipeline's own download and tokenize code on the recipe's data
 (both recipes train on the Django pairs shipped in this repository: a few seconds, into a temporary
@@ -164,6 +165,8 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
         batches, tok, vocab, what = training_batches(params, data, Path(tmp))
         progress(name, f"data ready after {time.perf_counter() - started:.1f} s ({what})")
         model = Transformer(params.model, vocab, tok.pad_id).to(device).train()
+        # the train stage's wrapping (nmt.training.loop): every step's batch has another (B, S, T)
+        trained = torch.compile(model, dynamic=True) if params.train.compile else model
         optimizer = make_optimizer(model, params.train)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
         precision = Precision.of(params.train.precision, device)
@@ -174,7 +177,7 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
             batch = next(batches)
             shapes.append((*batch.src.shape, batch.tgt_in.size(1)))  # (B, S, T)
             batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
-            return optimizer_step(model, [batch], optimizer, scheduler, params.train, precision=precision)
+            return optimizer_step(trained, [batch], optimizer, scheduler, params.train, precision=precision)
 
         with attention_backends(sdpa):
             for _ in range(warmup):
@@ -198,7 +201,8 @@ def measure_recipe(name: str, device: torch.device, warmup: int, steps: int, dat
     m = params.model
     return {"model": {"d_model": m.d_model, "n_heads": m.n_heads, "enc_layers": m.enc_layers,
                       "dec_layers": m.dec_layers, "d_ff": m.d_ff, "copy": m.copy, "vocab": vocab},
-            "batch_tokens": params.train.batch_tokens, "precision": precision.name, "data": what,
+            "batch_tokens": params.train.batch_tokens, "precision": precision.name,
+            "compile": params.train.compile, "data": what,
             "warmup_steps": warmup, "steps": steps, "tokens": tokens, "seconds": round(seconds, 4),
             "tok_s": round(tokens / seconds), "mfu": float(f"{flops / seconds / peaks[dtype]:.4g}"),
             "peak_flops": round(peaks[dtype]), "peak_flops_dtype": str(dtype).removeprefix("torch."),

@@ -7,6 +7,11 @@ is forward + backward + optimizer update; tokens/s counts target tokens (what th
 ``tok_s`` counts).
 
     python -m benchmarks.train_step --length 24          # one shape, printed as JSON
+    python -m benchmarks.train_step --length 128 --compile   # both models through torch.compile
+
+``--compile`` times the same two steps with each model through ``torch.compile`` (inductor, this
+fixed shape: no recompiling), the fusion of the elementwise operators that an eager step runs one
+kernel at a time: the MFU a user who compiles gets, beside the eager one.
 """
 
 from __future__ import annotations
@@ -125,6 +130,16 @@ def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: f
 
     for _ in range(2):
         base_step()
+    out = timed_pair(our_step, base_step, batch, length, repeats, device, peak_flops)
+    out["peak_rss_mb"] = round(rss_ours, 1)
+    if cuda_peak is not None:
+        out["peak_cuda_mb"] = round(cuda_peak, 1)
+    return out
+
+
+def timed_pair(our_step, base_step, batch: Batch, length: int, repeats: int, device: torch.device,
+               peak_flops: float | None) -> dict:
+    """Both steps timed in turns: tokens/s, ours / torch's, our step's seconds and FLOPs, and MFU."""
     seconds = interleaved_medians({"ours": our_step, "torch": base_step}, repeats, device)
     ours_s, torch_s = seconds["ours"], seconds["torch"]
     flops = train_step_flops(SHAPE, VOCAB, BATCH, length, length)
@@ -135,19 +150,47 @@ def measure_shape(length: int, device: torch.device, repeats: int, peak_flops: f
         "train_speedup_vs_torch": round(torch_s / ours_s, 3),
         "step_s": round(ours_s, 5),
         "step_flops": flops,
-        "peak_rss_mb": round(rss_ours, 1),
     }
-    if cuda_peak is not None:
-        out["peak_cuda_mb"] = round(cuda_peak, 1)
     if peak_flops:
         out["mfu"] = round(flops / ours_s / peak_flops, 4)
     return out
 
 
-def measure_in_subprocess(length: int, device: str, repeats: int, peak_flops: float) -> dict:
-    """One shape in a fresh process, so its peak RSS is that shape's alone."""
+def measure_compiled(length: int, device: torch.device, repeats: int, peak_flops: float | None = None) -> dict:
+    """Ours and torch's at one shape, each model through ``torch.compile``: tokens/s, ratio, MFU.
+
+    The optimizer step stays eager (fused AdamW is one kernel already); the compile happens in the
+    untimed warm-up steps, and the shape never changes, so nothing recompiles while timed.
+    """
+    torch.manual_seed(0)
+    batch = random_batch(length, device)
+    model, optimizer, scheduler = ours(device)
+    compiled = torch.compile(model)
+    baseline, base_opt = torch_baseline(device)
+    compiled_base = torch.compile(baseline)
+
+    def our_step() -> None:
+        with autocast(device):
+            optimizer_step(compiled, [batch], optimizer, scheduler, TRAIN)
+
+    def base_step() -> None:
+        with autocast(device):
+            torch_step(compiled_base, batch, base_opt)
+
+    t0 = time.perf_counter()
+    for _ in range(3):  # the first compiles forward and backward; the next ones settle
+        our_step()
+        base_step()
+    compile_s = time.perf_counter() - t0
+    return {**timed_pair(our_step, base_step, batch, length, repeats, device, peak_flops),
+            "warmup_s": round(compile_s, 1)}
+
+
+def measure_in_subprocess(length: int, device: str, repeats: int, peak_flops: float, compile: bool = False) -> dict:
+    """One shape in a fresh process, so its peak RSS is that shape's alone (``compile``: both models
+    compiled, :func:`measure_compiled`)."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--length", str(length), "--device", device,
-           "--repeats", str(repeats), "--peak-flops", str(peak_flops)]
+           "--repeats", str(repeats), "--peak-flops", str(peak_flops), *(["--compile"] if compile else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
@@ -210,8 +253,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
     ap.add_argument("--peak-flops", type=float, default=0.0, help="measured peak FLOP/s, for MFU (0 = no MFU)")
+    ap.add_argument("--compile", action="store_true", help="both models through torch.compile (module docstring)")
     args = ap.parse_args()
-    print(json.dumps(measure_shape(args.length, torch.device(args.device), args.repeats, args.peak_flops or None)))
+    measure = measure_compiled if args.compile else measure_shape
+    print(json.dumps(measure(args.length, torch.device(args.device), args.repeats, args.peak_flops or None)))
 
 
 if __name__ == "__main__":

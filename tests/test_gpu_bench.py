@@ -121,6 +121,7 @@ def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
     assert r["data"].startswith("real: django train split") and f"vocabulary {stats_vocab:,}" in r["data"]
     assert r["batch_tokens"] == 4096 and r["model"]["copy"] is True
     assert r["precision"] == "bf16" and r["peak_flops_dtype"] == "bfloat16"  # the recipe's, its peak in that dtype
+    assert r["compile"] is False  # train.compile is read: the recipe leaves it off
     assert 0 < r["tokens"] <= r["batch_tokens"] and r["tok_s"] == pytest.approx(r["tokens"] / r["seconds"], rel=2e-3)
     assert 0 < r["mfu"] <= 1
 
