@@ -186,11 +186,10 @@ def measure_compiled(length: int, device: torch.device, repeats: int, peak_flops
             "warmup_s": round(compile_s, 1)}
 
 
-def measure_in_subprocess(length: int, device: str, repeats: int, peak_flops: float, compile: bool = False) -> dict:
-    """One shape in a fresh process, so its peak RSS is that shape's alone (``compile``: both models
-    compiled, :func:`measure_compiled`)."""
+def measure_in_subprocess(length: int, device: str, repeats: int, peak_flops: float) -> dict:
+    """One shape in a fresh process, so its peak RSS is that shape's alone."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--length", str(length), "--device", device,
-           "--repeats", str(repeats), "--peak-flops", str(peak_flops), *(["--compile"] if compile else [])]
+           "--repeats", str(repeats), "--peak-flops", str(peak_flops)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
