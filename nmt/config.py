@@ -184,6 +184,10 @@ class TrainConfig:
     beta1: float = opt(0.9, "AdamW beta1", *fraction)
     beta2: float = opt(0.98, "AdamW beta2", *fraction)
     label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy", *fraction)
+    rdrop: float = opt(0.0, "R-Drop (Liang et al. 2021): each batch runs twice under different dropout and the "
+                            "loss adds rdrop/2 x the symmetric KL between the two output distributions, a "
+                            "regulariser for small data (0 = off; the paper's translation runs use 5); doubles "
+                            "each step's compute", *non_negative)
     clip_norm: float = opt(1.0, "gradient clipping by global norm (0 = off)", *non_negative)
     eval_every: int = opt(325, "steps between dev evaluations (loss, greedy BLEU, exact match)", *positive)
     eval_examples: int = opt(500, "dev pairs decoded at each evaluation (0 = all)", *non_negative)

@@ -294,6 +294,8 @@ class Trainer:
         bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_tokens:.3f}", lr=f"{lr:.2e}",
                         tok_s=f"{progress.tokens_seen / progress.train_time:.0f}", refresh=False)
         logged = {"train_loss": result.loss / result.tokens, "lr": lr, "tok_s": result.tokens / step_time}
+        if cfg.rdrop:
+            logged["rdrop_kl"] = result.rdrop_kl / result.tokens
         if math.isfinite(result.grad_norm):  # inf on an fp16 overflow step
             logged["grad_norm"] = result.grad_norm
         if self.precision.scaler:

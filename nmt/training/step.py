@@ -1,5 +1,6 @@
-"""One optimizer step: AdamW with warmup and decay, summed token loss, clipping, accumulation over
-micro-batches and processes, NaN/inf steps skipped, and the step's model FLOPs (for MFU)."""
+"""One optimizer step: AdamW with warmup and decay, summed token loss (optionally with R-Drop's
+consistency term), clipping, accumulation over micro-batches and processes, NaN/inf steps skipped,
+and the step's model FLOPs (for MFU)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from nmt.batching import Batch
@@ -62,13 +64,38 @@ def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float) -> 
                       label_smoothing)
 
 
+def rdrop_losses(model: torch.nn.Module, batch: Batch, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-Drop's two terms (Liang et al. 2021), each summed over the batch's real target tokens.
+
+    The batch runs once at twice its size, ``[x; x]``, so its two copies draw independent dropout
+    (and word-dropout) masks, P1 and P2 being the two predicted distributions of each target token.
+    Returns the mean of the two copies' cross-entropies (the plain loss's scale) and the symmetric
+    KL, 1/2 (KL(P1||P2) + KL(P2||P1)) = 1/2 sum_v (p1 - p2)(log p1 - log p2), summed over tokens.
+    The paper's loss NLL1 + NLL2 + a/2 (KL(P1||P2) + KL(P2||P1)), halved, is then ``nll + a/2 * kl``.
+    """
+    pad_id = unwrap(model).pad_id
+    scores = model(torch.cat([batch.src, batch.src]), torch.cat([batch.src_mask, batch.src_mask]),
+                   torch.cat([batch.tgt_in, batch.tgt_in]))  # (2B, T, V): logits, or log-probabilities (copy)
+    log_p = F.log_softmax(scores.float(), dim=-1)  # (2B, T, V); only renormalises the copy model's log-probabilities
+    V = log_p.size(-1)
+    nll = F.cross_entropy(log_p.reshape(-1, V), torch.cat([batch.tgt_out, batch.tgt_out]).reshape(-1),
+                          ignore_index=pad_id, label_smoothing=label_smoothing, reduction="sum") / 2
+    # A floor on log p keeps (p1 - p2)(log p1 - log p2) finite where a probability is exactly 0
+    # (0 * (-inf - -inf) is NaN); exp(-100) is 0 in float32, so the sum is unchanged.
+    log_p1, log_p2 = log_p.clamp_min(-100.0).chunk(2)  # (B, T, V) each
+    per_token = ((log_p1.exp() - log_p2.exp()) * (log_p1 - log_p2)).sum(-1)  # (B, T)
+    kl = per_token.masked_fill(batch.tgt_out == pad_id, 0.0).sum() / 2
+    return nll, kl
+
+
 @dataclass
 class StepResult:
-    loss: float  # summed over the step's target tokens, all ranks
+    loss: float  # summed over the step's target tokens, all ranks (R-Drop: the cross-entropy alone)
     grad_norm: float  # before clipping
     tokens: int  # target tokens, all ranks
     flops: float  # model FLOPs (forward + backward) of the step's micro-batches, all ranks
     overflow: bool = False  # fp16: finite loss, inf/NaN gradients; the GradScaler skipped the update
+    rdrop_kl: float = 0.0  # R-Drop: the symmetric KL summed over the step's target tokens, all ranks
 
     @property
     def finite(self) -> bool:
@@ -103,26 +130,32 @@ def optimizer_step(
     """
     device = micro[0].src.device
     scaler = precision.scaler
-    local_flops = sum(micro_batch_flops(unwrap(model), b) for b in micro)
+    passes = 2 if cfg.rdrop else 1  # R-Drop runs each micro-batch twice
+    local_flops = passes * sum(micro_batch_flops(unwrap(model), b) for b in micro)
     step_tokens, step_flops = all_sum([float(sum(b.n_tokens for b in micro)), float(local_flops)], d, device)
     step_tokens = int(step_tokens)
-    step_loss = 0.0
+    step_loss = step_kl = 0.0
     for i, b in enumerate(micro):
         # Gradients are averaged across ranks once per step, after the last micro-batch.
         sync = nullcontext() if i == len(micro) - 1 or not d.enabled else model.no_sync()
         with sync:
             with precision.autocast():  # forward and loss; backward follows the forward's dtypes by itself
-                loss = batch_loss(model, b, cfg.label_smoothing)
-            scaled = loss * d.world_size / step_tokens
+                if cfg.rdrop:
+                    loss, kl = rdrop_losses(model, b, cfg.label_smoothing)
+                    objective = loss + cfg.rdrop / 2 * kl
+                    step_kl += kl.item()
+                else:
+                    loss = objective = batch_loss(model, b, cfg.label_smoothing)
+            scaled = objective * d.world_size / step_tokens
             (scaler.scale(scaled) if scaler else scaled).backward()
         step_loss += loss.item()
-    step_loss = all_sum([step_loss], d, device)[0]
+    step_loss, step_kl = all_sum([step_loss, step_kl], d, device)
     if scaler:
         scaler.unscale_(optimizer)  # the true gradients, for clipping and the finite check
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf")))
     # A NaN/inf loss or gradient would poison the weights and AdamW's moments for good: skip the
     # update (the schedule still advances, so steps and lr stay aligned); the caller counts it.
-    result = StepResult(step_loss, grad_norm, step_tokens, step_flops)
+    result = StepResult(step_loss, grad_norm, step_tokens, step_flops, rdrop_kl=step_kl)
     if result.finite:
         if scaler:
             scaler.step(optimizer)  # after unscale_: the optimizer steps on the true gradients
