@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.config import ConcodeConfig, DataConfig, DjangoConfig, JsonlConfig
-from nmt.data.pairs import MAX_LINE_BYTES, BadLine, parse_pair
+from nmt.data.django import SHIPPED_DIR
+from nmt.data.pairs import MAX_LINE_BYTES, BadLine, LineReport, parse_pair
 from nmt.errors import ConfigError, DataError
 from nmt.params import params_from_dict
-from nmt.stages.download import prepare_data
+from nmt.stages.download import portable, prepare_data
 
 from .conftest import fuzz_examples
 
@@ -217,3 +218,18 @@ def test_every_line_is_kept_or_accounted_for(train: list[bytes], test: list[byte
         dups = stats["duplicates"]["found"][split] if split == "train" else 0
         kept = stats["counts"][split] + bad["bad"] + dups + stats["dropped"][split]["total"]
         assert kept == bad["lines"]
+
+
+def test_stats_name_files_as_every_checkout_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stats.json is a DVC output: an absolute path in it would change its hash from clone to clone."""
+    shipped = str(SHIPPED_DIR / "train.jsonl.xz")
+    assert portable(LineReport(shipped, 3).to_stats())["file"] == "nmt/data/corpora/django/train.jsonl.xz"
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)  # the repository: a user's file inside it is named from its root
+    inside, outside = tmp_path / "data" / "mine.jsonl", "/elsewhere/theirs.jsonl"
+    report = LineReport(str(inside))
+    report.add_bad(7, BadLine("invalid_json", "not JSON"))
+    stats = portable(report.to_stats())
+    assert stats["file"] == "data/mine.jsonl" and stats["first_bad"] == "data/mine.jsonl:7: not JSON"
+    assert portable(LineReport(outside).to_stats())["file"] == outside  # outside both: as the user gave it
+    assert portable(LineReport("", 5).to_stats())["file"] == ""  # a split read from no file

@@ -26,8 +26,10 @@ from nmt.data import concode, django, jsonl, stdlib
 from nmt.data.pairs import MAX_LINE_BYTES, LineReport, Pair
 from nmt.data.source import SPLITS, SourceData
 from nmt.errors import DataError
-from nmt.io import atomic_write_bytes, atomic_write_json
+from nmt.io import atomic_write_bytes, atomic_write_json, project_root
 from nmt.layout import RAW
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the directory that holds the nmt package
 
 # Benchmarks keep their standard dev and test sets whole so scores stay comparable with published
 # ones (and the user's own dev/test files are theirs to decide); the stdlib split is ours, so all
@@ -58,6 +60,29 @@ def download(params: Params, out_dir: Path = RAW) -> dict:
     return prepare_data(params.data, out_dir)
 
 
+def portable(file_stats: dict[str, Any]) -> dict[str, Any]:
+    """A file's line report with its path as every checkout spells it (:func:`portable_path`):
+    stats.json is a DVC output, and an absolute path in it would give it another hash in each clone."""
+    path = file_stats["file"]
+    shown = portable_path(path)
+    first_bad = file_stats["first_bad"]
+    if path and first_bad.startswith(path):
+        first_bad = shown + first_bad[len(path):]
+    return {**file_stats, "file": shown, "first_bad": first_bad}
+
+
+def portable_path(path: str) -> str:
+    """``path`` from the directory holding the ``nmt`` package (the shipped corpora, wherever the
+    repository or the installed package lies), or from the repository; any other path as given."""
+    if not path:
+        return path
+    resolved = Path(path).resolve()
+    for base in (PACKAGE_PARENT, project_root().resolve()):
+        if resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    return path
+
+
 def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:
     """Write ``out_dir/{train,dev,test}.jsonl`` and ``out_dir/stats.json``; return the stats."""
     data = load_source(cfg)
@@ -77,7 +102,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> dict:
         "bad_lines": {
             "max_bad_fraction": cfg.max_bad_fraction,
             "max_line_bytes": MAX_LINE_BYTES,
-            **{split: reports[split].to_stats() for split in SPLITS},
+            **{split: portable(reports[split].to_stats()) for split in SPLITS},
         },
         # Exact (nl, code) repeats within a split, counted everywhere; with data.drop_duplicates
         # dropped where the length limits apply (the benchmarks' dev and test sets stay whole).
