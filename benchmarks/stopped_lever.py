@@ -64,6 +64,9 @@ def mlflow_curve(run_id: str, root: Path) -> list[dict[str, float]]:
 def stopped_result(name: str, recipe_name: str, settings: list[str], why: str, wall_seconds: float,
                    baseline: str, root: Path, speed: dict) -> dict[str, Any]:
     """The content of ``results/lever-<recipe>-<name>.json`` for the stopped run whose outputs are in ``root``."""
+    missing = [k for k in SPEED_KEYS if k not in speed]
+    if missing:
+        raise NmtError(f"the speed file lacks {', '.join(missing)} (both runs' tok/s of benchmarks.recipe_speed)")
     recipe = load_recipe(recipe_name, root)
     run_id = read_json(root / RUN_FILE)["run_id"]
     curve = mlflow_curve(run_id, root)
@@ -87,9 +90,6 @@ def stopped_result(name: str, recipe_name: str, settings: list[str], why: str, w
         "speed": speed,
         "curve": curve,
     }
-    missing = [k for k in SPEED_KEYS if k not in speed]
-    if missing:
-        raise NmtError(f"the speed file lacks {', '.join(missing)} (both runs' tok/s of benchmarks.recipe_speed)")
     return result
 
 
