@@ -32,7 +32,7 @@ from typing import Any
 from nmt.errors import NmtError, fail
 from nmt.io import atomic_write_json, read_json
 from nmt.layout import RUN_FILE
-from nmt.recipes import command, load_recipe, recipe_params
+from nmt.recipes import command, load_recipe, recipe_params, setting_values
 from nmt.results import EXPERIMENT_WRITES, git, machine
 
 # The MLflow metrics of an evaluation, in the order of a result file's curve rows.
@@ -95,10 +95,9 @@ def stopped_result(name: str, recipe_name: str, settings: list[str], why: str, w
 
 def _max_steps(recipe_name: str, recipe: dict, settings: list[str], root: Path) -> int:
     """``train.max_steps`` of the lever run: a ``--set`` of it, else the recipe's (validated)."""
-    for setting in settings:
-        key, _, value = setting.partition("=")
-        if key == "train.max_steps":
-            return int(value)
+    value = setting_values(settings).get("train.max_steps")
+    if value is not None:
+        return int(value)
     return recipe_params(recipe, root / "params.yaml", f"recipes/{recipe_name}.yaml").train.max_steps
 
 

@@ -101,6 +101,17 @@ def command(name: str, recipe: dict, dvc: str = "dvc") -> list[str]:
     return [dvc, "exp", "run", "-n", name, *set_args(recipe)]
 
 
+def settings(command_line: list[str]) -> list[str]:
+    """The ``-S key=value`` settings of a ``dvc exp run`` command line, in order."""
+    return [command_line[i + 1] for i, word in enumerate(command_line[:-1]) if word == "-S"]
+
+
+def setting_values(settings_list: list[str]) -> dict[str, str]:
+    """``{key: value}`` of ``key=value`` settings, the value as written (Hydra's grammar); the last
+    setting of a key wins, as it does for ``dvc exp run``."""
+    return dict(setting.split("=", 1) for setting in settings_list)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nmt.recipes", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help="recipe: recipes/NAME.yaml")

@@ -31,7 +31,8 @@ import yaml
 
 from nmt.config import RERANK_WEIGHTS
 from nmt.io import atomic_write_text, read_json
-from nmt.recipes import set_args
+from nmt.recipes import set_args, setting_values
+from nmt.recipes import settings as _settings
 from nmt.results import latest_result, run_order
 
 README = Path("README.md")
@@ -155,6 +156,8 @@ def django_results(root: Path) -> str:
     cost = f"the whole `dvc exp run` {_minutes(wall['dvc_exp_run'])}, training {_minutes(wall['train'])}"
     if "reverse" in wall:
         cost += f" + {_minutes(wall['reverse'])} for the reverse model"
+    if "resumed_after" in wall:  # a run stopped (Ctrl-C writes a checkpoint) and resumed by the same command
+        cost += f", in two parts: stopped after {_minutes(wall['resumed_after'])} and resumed from its checkpoint"
     trained = f"{facts['steps']:,} steps, {facts['epochs']} epochs; " if {'steps', 'epochs'} <= set(facts) else ""
     extra = "".join(f" -S {setting}" for setting in _extra_settings(result))
     ran = f"`make django EXP_ARGS='{extra.strip()}'`" if extra else "`make django`"
@@ -227,11 +230,6 @@ def django_runs(root: Path) -> str:
               "test split's are the reported ones (beam search with reranking).\n")
 
 
-def _settings(command: list[str]) -> list[str]:
-    """The ``-S key=value`` settings of a ``dvc exp run`` command line."""
-    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-S"]
-
-
 def _lever_settings(lever: list[str], baseline: list[str], root: Path) -> list[str]:
     """The lever command's ``-S`` settings that change what the baseline's command ran. The baseline
     ran params.yaml's value for a key its command does not set, so a lever setting that value (a
@@ -239,15 +237,15 @@ def _lever_settings(lever: list[str], baseline: list[str], root: Path) -> list[s
     params = root / "params.yaml"
     ran = [*(_settings(set_args(yaml.safe_load(params.read_text(encoding="utf-8")))) if params.is_file() else []),
            *_settings(baseline)]
-    ran_values = dict(setting.split("=", 1) for setting in ran)  # the last setting of a key wins, as in DVC
+    ran_values = setting_values(ran)
     return [s for s in _settings(lever) if ran_values.get(s.split("=", 1)[0]) != s.split("=", 1)[1]]
 
 
 def _section_settings(command: list[str], section: str) -> dict:
     """The ``-S section.key=value`` settings of a command line as {key: value}, the last one of a
     key winning as it does for DVC (values in the YAML form Hydra's override grammar shares)."""
-    pairs = (setting.split("=", 1) for setting in _settings(command))
-    return {key[len(section) + 1:]: yaml.safe_load(value) for key, value in pairs if key.startswith(section + ".")}
+    return {key[len(section) + 1:]: yaml.safe_load(value)
+            for key, value in setting_values(_settings(command)).items() if key.startswith(section + ".")}
 
 
 def django_levers(root: Path) -> str:

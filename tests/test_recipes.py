@@ -48,6 +48,19 @@ def test_the_set_list_round_trips_through_dvcs_own_parser(tmp_path, name):
     assert load_params(params_file) == recipes.recipe_params(recipe, REPO / "params.yaml", "recipe")
 
 
+def test_settings_are_read_back_from_a_command_line_as_dvc_applies_them(tmp_path):
+    cmd = recipes.command("django", {"train": {"max_steps": 12000}}) + ["-S", "train.max_steps=6000",
+                                                                        "-S", "data.jsonl.train=a=b.jsonl"]
+    sets = recipes.settings(cmd)
+    assert sets == ["train.max_steps=12000", "train.max_steps=6000", "data.jsonl.train=a=b.jsonl"]
+    values = recipes.setting_values(sets)
+    assert values == {"train.max_steps": "6000", "data.jsonl.train": "a=b.jsonl"}  # the last wins; '=' in a value kept
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    apply_overrides(params_file, sets[:2])  # DVC agrees: the last -S of a key is the one applied
+    assert yaml.safe_load(params_file.read_text())["train"]["max_steps"] == int(values["train.max_steps"])
+
+
 values = st.one_of(
     st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20).filter(lambda s: not ("'" in s and '"' in s) and "${" not in s),

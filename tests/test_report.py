@@ -76,6 +76,12 @@ def test_a_recipe_result_file_is_rendered_and_the_newest_one_wins(tmp_path: Path
     assert "beam 4" in report.django_results(root) and "beam 10" not in report.django_results(root)
     # ... and the footer says what ran: the settings beyond the recipe's own (a lever's run it adopted)
     assert "`make django EXP_ARGS='-S evaluate.beam_size=4'` at commit" in report.django_results(root)
+    # a run stopped and resumed from its checkpoint says so beside its (summed) wall time
+    assert "in two parts" not in report.django_results(root)
+    result["wall_seconds"].update(dvc_exp_run=9000.0, resumed_after=3000.0)
+    newest.write_text(json.dumps(result))
+    footer = report.django_results(root)
+    assert "the whole `dvc exp run` 150 min 00 s" in footer and "in two parts: stopped after 50 min 00 s and resumed" in footer
     assert "| 1,000 | 2.500 | 1.900 | 55.2 | 50.5 |" in report.django_curve(root)
 
 
