@@ -91,7 +91,8 @@ def test_each_recipe_is_params_yaml_with_the_recipes_keys():
     django = yaml.safe_load((REPO / "recipes/django.yaml").read_text())
     default, recipe = recipe_speed.recipe_of("default", REPO), recipe_speed.recipe_of("django", REPO)
     assert default.train.batch_tokens == params["train"]["batch_tokens"]
-    assert recipe.train.batch_tokens == django["train"]["batch_tokens"] != default.train.batch_tokens
+    assert recipe.train.batch_tokens == django["train"]["batch_tokens"]
+    assert recipe.train.rdrop == django["train"]["rdrop"] != default.train.rdrop  # a key the recipe changes
     assert recipe.model.dropout == django["model"]["dropout"] and recipe.model.d_model == params["model"]["d_model"]
     assert default.train.precision == params["train"]["precision"]  # a key the recipe leaves keeps params.yaml's
     assert recipe.train.precision == django["train"]["precision"] == "bf16"
@@ -119,7 +120,8 @@ def test_a_recipe_is_timed_on_its_real_tokenized_data(monkeypatch):
     r = recipe_speed.run(CPU, ["django"], warmup=0, steps=1, data="real")["recipes"]["django"]
     stats_vocab = r["model"]["vocab"]
     assert r["data"].startswith("real: django train split") and f"vocabulary {stats_vocab:,}" in r["data"]
-    assert r["batch_tokens"] == 4096 and r["model"]["copy"] is True
+    django = yaml.safe_load((REPO / "recipes/django.yaml").read_text())
+    assert r["batch_tokens"] == django["train"]["batch_tokens"] and r["model"]["copy"] is True
     assert r["precision"] == "bf16" and r["peak_flops_dtype"] == "bfloat16"  # the recipe's, its peak in that dtype
     assert r["compile"] is False  # train.compile is read: the recipe leaves it off
     assert 0 < r["tokens"] <= r["batch_tokens"] and r["tok_s"] == pytest.approx(r["tokens"] / r["seconds"], rel=2e-3)
