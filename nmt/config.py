@@ -221,7 +221,12 @@ class ReverseConfig:
     each hypothesis by how well it gives its description back (evaluate.rerank_reconstruction)."""
 
     max_steps: int = opt(0, "optimizer steps of the reverse model (0 = no reverse model); its architecture, "
-                            "optimizer, schedule and batches are the model and train sections'", *non_negative)
+                            "optimizer and schedule are the model and train sections'", *non_negative)
+    batch_tokens: int = opt(0, "token budget of one reverse batch (0 = train.batch_tokens); its own, so halving "
+                               "the forward batch for R-Drop need not halve the reverse model's data", *non_negative)
+    rdrop: float = opt(0.0, "R-Drop weight of the reverse model (train.rdrop is the forward model's and is not "
+                            "inherited: R-Drop costs 2 passes a step, and the reverse model has a fixed step budget)",
+                       *non_negative)
     eval_examples: int = opt(200, "dev pairs it decodes once, at its last step, for its report (0 = all)",
                              *non_negative)
 

@@ -22,6 +22,7 @@ from nmt.errors import ConfigError, ModelFileError
 from nmt.layout import TrainLayout as Paths
 from nmt.model import Transformer
 from nmt.params import params_from_dict
+from nmt.stages import train as train_stage
 from nmt.stages.tokenize import tokenize_dataset
 from nmt.stages.train import train_reverse
 from nmt.tokenizer import Tokenizer
@@ -112,6 +113,18 @@ def test_the_reverse_model_of_a_neighbour_reading_model_writes_the_description_a
         description = forward.src(i).tolist()
         assert seen[0].tgt(i).tolist() == description[: description.index(eos)]
         assert seen[0].src(i).tolist() == forward.tgt(i).tolist()
+
+
+def test_the_reverse_model_has_its_own_batch_and_rdrop_not_the_forward_models(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(train_stage, "train", lambda params, paths, reverse: seen.append(params.train) or {})
+    forward = replace(reverse_params(3).train, rdrop=1.0, batch_tokens=200)
+    paths = Paths(models=tmp_path, metrics=tmp_path, plots=tmp_path)
+    train_reverse(replace(reverse_params(3), train=forward), paths)  # reverse.batch_tokens 0: the train section's
+    train_reverse(replace(reverse_params(3), train=forward,
+                          reverse=ReverseConfig(max_steps=3, batch_tokens=400, rdrop=0.5)), paths)
+    assert [(c.batch_tokens, c.rdrop, c.max_steps) for c in seen] == [(200, 0.0, 3), (400, 0.5, 3)]
+    assert all(c.lr == forward.lr and c.schedule == forward.schedule for c in seen)
 
 
 def test_zero_reverse_steps_write_a_readme_and_leave_no_stale_model(tmp_path):

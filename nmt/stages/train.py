@@ -78,8 +78,10 @@ def train(params: Params, paths: TrainLayout = TrainLayout(), reverse: bool = Fa
 def train_reverse(params: Params, paths: TrainLayout = REVERSE) -> dict:
     """The reverse model: ``reverse.max_steps`` steps on the training pairs swapped (code -> description).
 
-    Same architecture, optimizer, schedule and batching as the forward model (the model and train
-    sections), one dev evaluation at the end on ``reverse.eval_examples`` pairs, its own MLflow run.
+    Same architecture, optimizer and schedule as the forward model (the model and train sections);
+    its own batch size (``reverse.batch_tokens``, 0 = the train section's) and R-Drop weight
+    (``reverse.rdrop``), so a forward-only lever does not shrink the reverse model's data. One dev
+    evaluation at the end on ``reverse.eval_examples`` pairs, its own MLflow run.
     Its log P(description | code) is the lexical reranker's reconstruction score (Yin & Neubig 2019:
     a hypothesis that cannot give its description back has likely lost part of it). With
     ``reverse.max_steps`` 0 it writes only a README saying there is no reverse model.
@@ -92,6 +94,8 @@ def train_reverse(params: Params, paths: TrainLayout = REVERSE) -> dict:
         atomic_write_text(paths.models / "README.md", "No reverse model: reverse.max_steps is 0.\n")
         return {}
     (paths.models / "README.md").unlink(missing_ok=True)
+    rev = params.reverse
     cfg = dataclasses.replace(params.train, max_steps=steps, eval_every=steps, patience=0,
-                              eval_examples=params.reverse.eval_examples)
+                              eval_examples=rev.eval_examples, rdrop=rev.rdrop,
+                              batch_tokens=rev.batch_tokens or params.train.batch_tokens)
     return train(dataclasses.replace(params, train=cfg), paths, reverse=True)
