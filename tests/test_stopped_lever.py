@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from benchmarks import stopped_lever
 from nmt import report
@@ -48,23 +49,24 @@ def test_the_curve_is_the_runs_evaluations_and_the_stop_is_the_last(stopped_repo
     assert [r["step"] for r in result["curve"]] == [1000.0, 2000.0]  # training-only steps are not evaluations
     assert result["curve"][1] == {"step": 2000.0, "dev_loss": 1.5, "dev_bleu": 50.25, "dev_exact_match": 47.25,
                                   "dev_exact_match_ast": 48.25, "lr": pytest.approx(8e-4)}
-    assert result["stopped"] == {"at_step": 2000, "of_steps": 12000, "why": "behind"}  # of_steps: the recipe's
+    recipe_steps = yaml.safe_load((REPO / "recipes/django.yaml").read_text())["train"]["max_steps"]
+    assert result["stopped"] == {"at_step": 2000, "of_steps": recipe_steps, "why": "behind"}  # of_steps: the recipe's
     assert result["command"] == command("django", result["overrides"]) + [
         "-S", "train.rdrop=5", "-S", "train.batch_tokens=2048"]
     assert result["wall_seconds"] == {"until_stopped": 1234.6} and result["metrics"] == {}
     # make report renders it as a stopped lever beside its baseline
     table = report.django_levers(stopped_repo)
     assert "`train.rdrop=5`, `train.batch_tokens=2048`" in table
-    assert "at step 2,000 of 12,000: behind" in table
+    assert f"at step 2,000 of {recipe_steps:,}: behind" in table
     assert "| 2,000 (Some CPU) | 1,600 (**0.80×**) |" in table
 
 
 def test_a_set_max_steps_is_the_runs_budget(stopped_repo: Path):
-    stopped_lever.main(["short", "--set", "train.max_steps=9000", "--wall", "60", "--why", "x",
+    stopped_lever.main(["short", "--set", "train.max_steps=6000", "--wall", "60", "--why", "x",
                         "--baseline", "results/django-2026-01-01.json", "--speed", str(stopped_repo / "speed.json"),
                         "--root", str(stopped_repo)])
     result = json.loads((stopped_repo / "results/lever-django-short.json").read_text())
-    assert result["stopped"]["of_steps"] == 9000
+    assert result["stopped"]["of_steps"] == 6000  # the --set budget, not the recipe's
     assert result["speed"]["lever_tok_s"] == 1600
 
 
