@@ -8,11 +8,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
 from benchmarks import stopped_lever
 from nmt import report
-from nmt.recipes import command
+from nmt.recipes import command, load_recipe
 
 from .conftest import REPO
 
@@ -49,7 +48,7 @@ def test_the_curve_is_the_runs_evaluations_and_the_stop_is_the_last(stopped_repo
     assert [r["step"] for r in result["curve"]] == [1000.0, 2000.0]  # training-only steps are not evaluations
     assert result["curve"][1] == {"step": 2000.0, "dev_loss": 1.5, "dev_bleu": 50.25, "dev_exact_match": 47.25,
                                   "dev_exact_match_ast": 48.25, "lr": pytest.approx(8e-4)}
-    recipe_steps = yaml.safe_load((REPO / "recipes/django.yaml").read_text())["train"]["max_steps"]
+    recipe_steps = load_recipe("django", stopped_repo)["train"]["max_steps"]
     assert result["stopped"] == {"at_step": 2000, "of_steps": recipe_steps, "why": "behind"}  # of_steps: the recipe's
     assert result["command"] == command("django", result["overrides"]) + [
         "-S", "train.rdrop=5", "-S", "train.batch_tokens=2048"]
