@@ -340,7 +340,8 @@ def django_reranking(root: Path) -> str:
             rows.append([f"+ agreement with the nearest training pair's shape, pairs compared by their {key}",
                          f"{n['retrieval_baseline']:.1f}", f"{n['retrieved_line_right']:.1f}",
                          f"{n['retrieved_line_right_beyond_ceiling']:.1f}", f"{n['grid']['cross_validated_mean']:.2f}"])
-        out.append(f"`{path.name}`: {r['pairs']:,} pairs of `{r['data']}`, beam {r['beam_size']}: top hypothesis "
+        models = f", an ensemble of {1 + len(r['ensemble'])} models" if r.get("ensemble") else ""
+        out.append(f"`{path.name}`: {r['pairs']:,} pairs of `{r['data']}`, beam {r['beam_size']}{models}: top hypothesis "
                    f"{r['top_hypothesis']:.1f}, ceiling (the reference in the n-best) {r['ceiling']:.1f}, the export's "
                    f"own weights {r['model_weights_exact_match']:.1f}; `{r['command']}`.\n\n"
                    + _table(["reranker", "retrieval baseline %", "its line with the names filled in %",

@@ -282,3 +282,11 @@ def test_a_reranker_study_renders_the_grid_and_each_retrieval_key(tmp_path: Path
     text = report.django_reranking(root)
     assert "ceiling (the reference in the n-best) 72.9" in text and "| 68.84 |" in text
     assert "| + agreement with the nearest training pair's shape, pairs compared by their words | 16.7 | 19.4 | 0.7 | 68.76 |" in text
+    assert "an ensemble of" not in text  # a file without members, or written before the field existed
+
+    atomic_write_json(root / "results/rerank-django-y.json", {
+        "command": "python -m benchmarks.rerank_weights models/export data/raw/dev.jsonl --ensemble b.safetensors:b.json",
+        "data": "data/raw/dev.jsonl", "pairs": 1000, "beam_size": 10, "ensemble": ["b.safetensors:b.json"],
+        "top_hypothesis": 68.0, "ceiling": 75.0, "model_weights_exact_match": 70.0, "grid": grid, "neighbour": {}})
+    assert "`rerank-django-y.json`: 1,000 pairs of `data/raw/dev.jsonl`, beam 10, an ensemble of 2 models: top" \
+        in report.django_reranking(root)
