@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"command": shlex.join(["python", "-m", "benchmarks.rerank_weights", *(argv if argv is not None
                                                                                     else sys.argv[1:])]),
               "model_dir": str(args.model_dir), "data": str(args.data), "pairs": len(table),
-              "beam_size": args.beam_size, "ensemble": [f"{w}:{c}" for w, c in members],
+              "beam_size": args.beam_size, "ensemble": args.ensemble,
               "reverse_model": reverse, "match": args.match, "top_hypothesis": top,
               "ceiling": ceiling, "model_weights": dataclasses.asdict(own), "model_weights_exact_match": figure(own)}
     print(f"pairs {len(table)}, beam {args.beam_size}{models}, {'with' if reverse else 'without'} a reverse model; "
